@@ -1,0 +1,11 @@
+// caddie-controller: placeholder entry point.
+#include <CLI/CLI.hpp>
+
+#include "caddie/version.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"caddie-controller"};
+  app.set_version_flag("--version", std::string("caddie-controller ") + CADDIE_VERSION);
+  CLI11_PARSE(app, argc, argv);
+  return 0;
+}
