@@ -1,4 +1,4 @@
-#include "common/data/shard_format.h"
+#include "common/core/shard_format.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,5 +1,5 @@
 // LiteStatus / LiteStatusOr<T>: the small error type of code that must build on
-// the GPU machine, where Abseil is not installed (common/data/, model/).
+// the GPU machine, where Abseil is not installed (common/core/, model/).
 // Everywhere else caddie uses absl::Status; convert at the boundary with the
 // message unchanged. Thread-safe: value types.
 #pragma once

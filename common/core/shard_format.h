@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "common/data/lite_status.h"
+#include "common/core/lite_status.h"
 
 namespace caddie {
 
