@@ -65,11 +65,9 @@ struct FakeQuantizeFunction : public torch::autograd::Function<FakeQuantizeFunct
 }  // namespace
 
 LiteStatus ValidateBits(int bits) {
-  if (bits == 2 || bits == 3 || bits == 4 || bits == 5 || bits == 6 || bits == 8) {
-    return LiteStatus::Ok();
-  }
+  if (bits >= 2 && bits <= 8) return LiteStatus::Ok();
   return LiteStatus::Error("unsupported quantisation bits " + std::to_string(bits) +
-                           " (want 2, 3, 4, 5, 6 or 8)");
+                           " (want 2..8)");
 }
 
 LiteStatus ValidateQuantOptions(const QuantOptions& options) {

@@ -1,6 +1,7 @@
-// The weight quantiser of caddie-train: per-row symmetric int-N (N in
-// {2,3,4,5,6,8}) with percentile clipping and fp16 scales, the bit packing of
-// its codes, and FakeQuantize for quantisation-aware training.
+// The weight quantiser of caddie-train: per-row symmetric int-N (N in 2..8;
+// the spec offers 2,3,4,5,6,8 for export and 2..8 for QAT) with percentile
+// clipping and fp16 scales, the bit packing of its codes, and FakeQuantize for
+// quantisation-aware training.
 //
 // Export (model/artifact.h) and QAT both call QuantizeRows, so the weights a
 // QAT forward pass sees are bit for bit the weights the artifact reloads.
@@ -20,7 +21,7 @@ namespace caddie::model {
 // Which tensors are quantised, and how. Defaults follow the reference
 // train_gpt.py (int8, 99.99984th percentile, small tensors kept as fp16).
 struct QuantOptions {
-  int bits = 8;                             // 2, 3, 4, 5, 6 or 8
+  int bits = 8;                             // 2..8
   double clip_percentile = 99.99984;        // per row, of |w|; in (0, 100]
   int64_t keep_float_max_numel = 65536;     // tensors this small stay fp16
   // Tensors whose name contains one of these stay fp16 whatever their size:

@@ -1,0 +1,374 @@
+#include "model/artifact.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "model/code_files.h"
+
+namespace caddie::model {
+namespace {
+
+constexpr double kPct = 99.99984;
+
+bool Contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+// A state shaped like a small GPT: large matrices get quantised, the rest kept.
+NamedTensors SampleState() {
+  torch::manual_seed(11);
+  NamedTensors s;
+  s.emplace_back("tok_emb.weight", torch::randn({1024, 72}) * 0.005);  // 73,728: quantised
+  s.emplace_back("blocks.0.attn.c_q.weight", torch::randn({300, 256}) * 0.05);
+  s.emplace_back("blocks.0.attn.proj.weight",
+                 (torch::randn({260, 260}) * 0.03).to(torch::kBFloat16));
+  s.emplace_back("blocks.0.conv", torch::randn({20, 4, 30, 30}));  // 4-D, 72,000
+  s.emplace_back("long_vector", torch::randn({70001}));
+  s.emplace_back("blocks.0.attn_norm.weight", torch::ones({256}) * 1.25);
+  s.emplace_back("blocks.0.q_gain", torch::full({70000}, 1.5));   // kept by name
+  s.emplace_back("skip_weights", torch::randn({4, 512}).to(torch::kFloat64));
+  s.emplace_back("big_scalar", torch::tensor(1e6));                // beyond fp16: kept fp32
+  s.emplace_back("step", torch::tensor(int64_t{12345}));
+  s.emplace_back("mask", torch::tensor({true, false, true}));
+  s.emplace_back("empty", torch::zeros({0, 3}));
+  return s;
+}
+
+// What the artifact must give back for `t`: quantised tensors exactly as the
+// quantiser dequantises them, kept floats through fp16 (fp32 when too big), the rest as is.
+torch::Tensor Expected(const std::string& name, const torch::Tensor& t, const QuantOptions& q) {
+  if (ShouldQuantize(name, t, q)) {
+    return QuantizeDequantize(t, q.bits, q.clip_percentile).to(t.scalar_type());
+  }
+  if (t.is_floating_point()) {
+    const bool fits = t.numel() == 0 || t.abs().max().item<double>() <= 65504.0;
+    return t.to(fits ? torch::kFloat16 : torch::kFloat32).to(t.scalar_type());
+  }
+  return t;
+}
+
+void PutLE(std::string* out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+// An artifact around a hand-made payload, to test the parser behind valid framing.
+std::string WrapZlib(const std::string& payload, uint32_t version = 1) {
+  std::string out = "CADDIEAR";
+  PutLE(&out, version, 4);
+  PutLE(&out, 2, 1);
+  PutLE(&out, 0, 3);
+  PutLE(&out, payload.size(), 8);
+  PutLE(&out, crc32(0, reinterpret_cast<const Bytef*>(payload.data()), payload.size()), 4);
+  uLongf n = compressBound(payload.size());
+  std::string z(n, '\0');
+  EXPECT_EQ(compress2(reinterpret_cast<Bytef*>(z.data()), &n,
+                      reinterpret_cast<const Bytef*>(payload.data()), payload.size(), 9),
+            Z_OK);
+  z.resize(n);
+  return out + z;
+}
+
+// Payload header of one tensor.
+std::string TensorHeader(const std::string& name, int kind, int dtype, int storage, int bits,
+                         int code_bits, const std::vector<uint64_t>& dims) {
+  std::string p;
+  PutLE(&p, name.size(), 2);
+  p += name;
+  for (int v : {kind, dtype, storage, bits, code_bits}) PutLE(&p, v, 1);
+  PutLE(&p, dims.size(), 1);
+  for (uint64_t d : dims) PutLE(&p, d, 8);
+  return p;
+}
+
+std::string OneTensorPayload(const std::string& tensor) {
+  std::string p;
+  PutLE(&p, 1, 4);
+  return p + tensor;
+}
+
+std::string ImportError(const std::string& bytes) {
+  LiteStatusOr<NamedTensors> r = ImportArtifact(bytes);
+  EXPECT_FALSE(r.ok());
+  return r.ok() ? std::string("<ok>") : r.status().message();
+}
+
+TEST(ArtifactTest, EveryWidthAndCodecRoundTripsExactly) {
+  const NamedTensors state = SampleState();
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    for (Compression c : {Compression::kZstd, Compression::kZlib}) {
+      for (bool pack : {true, false}) {
+        ExportOptions o;
+        o.quant.bits = bits;
+        o.compression = c;
+        o.zstd_level = 3;
+        o.pack_bits = pack;
+        const std::string where = std::to_string(bits) + " bits " + CompressionName(c) +
+                                  (pack ? " packed" : " bytes");
+        LiteStatusOr<std::string> art = ExportArtifact(state, o);
+        ASSERT_TRUE(art.ok()) << where << ": " << art.status().message();
+        LiteStatusOr<NamedTensors> back = ImportArtifact(*art);
+        ASSERT_TRUE(back.ok()) << where << ": " << back.status().message();
+        ASSERT_EQ(back->size(), state.size()) << where;
+        for (size_t i = 0; i < state.size(); ++i) {
+          const auto& [name, t] = state[i];
+          const torch::Tensor& got = (*back)[i].second;
+          EXPECT_EQ((*back)[i].first, name) << where;
+          EXPECT_EQ(got.scalar_type(), t.scalar_type()) << where << " " << name;
+          EXPECT_EQ(got.sizes(), t.sizes()) << where << " " << name;
+          EXPECT_TRUE(torch::equal(got, Expected(name, t, o.quant))) << where << " " << name;
+        }
+      }
+    }
+  }
+}
+
+TEST(ArtifactTest, DescribeReportsNamesShapesDtypesAndBits) {
+  ExportOptions o;
+  o.quant.bits = 6;
+  o.zstd_level = 3;
+  LiteStatusOr<std::string> art = ExportArtifact(SampleState(), o);
+  ASSERT_TRUE(art.ok());
+  LiteStatusOr<std::vector<ArtifactTensorInfo>> info = DescribeArtifact(*art);
+  ASSERT_TRUE(info.ok()) << info.status().message();
+  ASSERT_EQ(info->size(), 12u);
+  EXPECT_EQ((*info)[1].name, "blocks.0.attn.c_q.weight");
+  EXPECT_EQ((*info)[1].shape, (std::vector<int64_t>{300, 256}));
+  EXPECT_EQ((*info)[1].bits, 6);
+  EXPECT_EQ((*info)[1].code_bits, 6);
+  EXPECT_EQ((*info)[2].dtype, torch::kBFloat16);
+  EXPECT_EQ((*info)[2].bits, 6);
+  EXPECT_EQ((*info)[5].name, "blocks.0.attn_norm.weight");
+  EXPECT_EQ((*info)[5].bits, 0);
+  EXPECT_EQ((*info)[5].storage_dtype, torch::kFloat16);
+  EXPECT_EQ((*info)[6].bits, 0);  // q_gain: kept by name although large
+  EXPECT_EQ((*info)[7].dtype, torch::kFloat64);
+  EXPECT_EQ((*info)[8].storage_dtype, torch::kFloat32);  // 1e6 does not fit fp16
+  EXPECT_EQ((*info)[9].storage_dtype, torch::kInt64);
+  EXPECT_TRUE((*info)[9].shape.empty());
+}
+
+TEST(ArtifactTest, FewerBitsMakeSmallerArtifacts) {
+  torch::manual_seed(12);
+  NamedTensors state = {{"w", torch::randn({512, 512}) * 0.02}};
+  int64_t previous = INT64_MAX;
+  for (int bits : {8, 6, 4, 2}) {
+    ExportOptions o;
+    o.quant.bits = bits;
+    o.zstd_level = 3;
+    LiteStatusOr<ArtifactSizes> sizes = MeasureArtifactSizes(state, o);
+    ASSERT_TRUE(sizes.ok());
+    EXPECT_LT(sizes->zstd_bytes, previous) << bits;
+    EXPECT_LT(sizes->zstd_bytes, sizes->payload_bytes) << bits;
+    previous = sizes->zstd_bytes;
+    // The payload holds the packed codes plus scales and a small header.
+    EXPECT_GE(sizes->payload_bytes, 512 * 512 * bits / 8 + 512 * 2) << bits;
+    EXPECT_LE(sizes->payload_bytes, 512 * 512 * bits / 8 + 512 * 2 + 64) << bits;
+  }
+}
+
+TEST(ArtifactTest, MeasuredSizesAreTheExportedSizes) {
+  const NamedTensors state = SampleState();
+  ExportOptions o;
+  o.quant.bits = 4;
+  o.zstd_level = 5;
+  LiteStatusOr<ArtifactSizes> sizes = MeasureArtifactSizes(state, o);
+  ASSERT_TRUE(sizes.ok());
+  o.compression = Compression::kZstd;
+  EXPECT_EQ(sizes->zstd_bytes, static_cast<int64_t>(ExportArtifact(state, o)->size()));
+  o.compression = Compression::kZlib;
+  EXPECT_EQ(sizes->zlib_bytes, static_cast<int64_t>(ExportArtifact(state, o)->size()));
+  EXPECT_EQ(sizes->quantized_tensors, 5);
+  EXPECT_EQ(sizes->kept_tensors, 7);
+  int64_t params = 0;
+  for (const auto& [name, t] : state) params += t.numel();
+  EXPECT_EQ(sizes->params, params);
+}
+
+TEST(ArtifactTest, ExportRejectsBadInputNamingIt) {
+  ExportOptions o;
+  auto error = [&](const NamedTensors& s) {
+    LiteStatusOr<std::string> r = ExportArtifact(s, o);
+    EXPECT_FALSE(r.ok());
+    return r.ok() ? std::string("<ok>") : r.status().message();
+  };
+  torch::Tensor nan = torch::zeros({4});
+  nan[2] = std::nan("");
+  EXPECT_EQ(error({{"w", nan}}), "tensor w has non-finite values");
+  EXPECT_EQ(error({{"a", torch::zeros({2})}, {"a", torch::zeros({2})}}),
+            "duplicate tensor name a");
+  EXPECT_EQ(error({{"", torch::zeros({2})}}), "tensor name \"\" has length 0 (want 1..65535)");
+  EXPECT_EQ(error({{"c", torch::zeros({2}, torch::kComplexFloat)}}),
+            "tensor c has dtype ComplexFloat which the artifact cannot hold");
+  o.quant.bits = 9;
+  EXPECT_EQ(error({{"w", torch::zeros({2})}}), "unsupported quantisation bits 9 (want 2..8)");
+  o.quant.bits = 8;
+  o.zstd_level = 0;
+  EXPECT_EQ(error({{"w", torch::zeros({2})}}), "zstd_level 0 out of range [1, 22]");
+}
+
+TEST(ArtifactTest, ParseCompressionNamesUnknownCodec) {
+  EXPECT_EQ(*ParseCompression("zstd"), Compression::kZstd);
+  EXPECT_EQ(*ParseCompression("zlib"), Compression::kZlib);
+  EXPECT_EQ(ParseCompression("lzma").status().message(),
+            "unknown compression \"lzma\" (want zstd or zlib)");
+}
+
+TEST(ArtifactTest, TruncatedArtifactsGiveClearErrors) {
+  for (Compression c : {Compression::kZstd, Compression::kZlib}) {
+    ExportOptions o;
+    o.compression = c;
+    o.zstd_level = 3;
+    LiteStatusOr<std::string> art = ExportArtifact(SampleState(), o);
+    ASSERT_TRUE(art.ok());
+    EXPECT_EQ(ImportError(""), "artifact too short: 0 bytes, the header alone is 28");
+    EXPECT_EQ(ImportError(art->substr(0, 27)),
+              "artifact too short: 27 bytes, the header alone is 28");
+    for (size_t keep : {size_t{28}, size_t{40}, art->size() / 2, art->size() - 1}) {
+      const std::string msg = ImportError(art->substr(0, keep));
+      EXPECT_TRUE(Contains(msg, "truncated") || Contains(msg, "corrupted")) << keep << ": " << msg;
+      EXPECT_TRUE(Contains(msg, c == Compression::kZstd ? "zstd" : "zlib")) << msg;
+    }
+  }
+}
+
+TEST(ArtifactTest, CorruptedHeadersGiveClearErrors) {
+  ExportOptions o;
+  o.zstd_level = 3;
+  const std::string art = *ExportArtifact(SampleState(), o);
+  std::string bad = art;
+  bad[0] = 'X';
+  EXPECT_EQ(ImportError(bad), "not a caddie artifact: bad magic (want \"CADDIEAR\")");
+  bad = art;
+  bad[8] = 2;
+  EXPECT_EQ(ImportError(bad), "unsupported artifact format version 2 (this build reads 1)");
+  bad = art;
+  bad[12] = 7;
+  EXPECT_EQ(ImportError(bad), "unknown artifact codec 7");
+  bad = art;
+  bad[23] = 0x7f;  // top byte of the payload size: a huge allocation if trusted
+  EXPECT_EQ(ImportError(bad).substr(0, 22), "artifact payload size ");
+  EXPECT_TRUE(Contains(ImportError(bad), "exceeds the limit 1073741824"));
+  bad = art;
+  bad[16] ^= 1;  // payload size off by one
+  EXPECT_TRUE(Contains(ImportError(bad), "header says")) << ImportError(bad);
+  bad = art;
+  bad[24] ^= 1;  // CRC
+  EXPECT_TRUE(Contains(ImportError(bad), "artifact payload CRC mismatch (corrupted)"));
+  EXPECT_EQ(ImportError(art + "xyz"), "artifact has 3 bytes after its zstd frame");
+}
+
+// A flipped byte must never crash nor silently change a tensor: it is an error,
+// or (a bit the zstd frame format ignores, such as its window size) harmless.
+TEST(ArtifactTest, FlippedBytesAreErrorsNeverWrongTensors) {
+  for (Compression c : {Compression::kZstd, Compression::kZlib}) {
+    ExportOptions o;
+    o.compression = c;
+    o.zstd_level = 3;
+    o.quant.bits = 4;
+    NamedTensors state = {{"w", torch::randn({300, 300})}, {"b", torch::randn({30})}};
+    const std::string art = *ExportArtifact(state, o);
+    const NamedTensors good = *ImportArtifact(art);
+    std::mt19937 rng(5);
+    int errors = 0;
+    for (int trial = 0; trial < 300; ++trial) {
+      std::string bad = art;
+      const size_t at = rng() % bad.size();
+      bad[at] = static_cast<char>(bad[at] ^ (1 + rng() % 255));
+      LiteStatusOr<NamedTensors> r = ImportArtifact(bad);
+      if (!r.ok()) {
+        ++errors;
+        continue;
+      }
+      ASSERT_EQ(r->size(), good.size()) << CompressionName(c) << " byte " << at;
+      for (size_t i = 0; i < good.size(); ++i) {
+        EXPECT_TRUE(torch::equal((*r)[i].second, good[i].second))
+            << CompressionName(c) << " byte " << at;
+      }
+    }
+    EXPECT_GE(errors, 295) << CompressionName(c);
+  }
+}
+
+TEST(ArtifactTest, BadPayloadsBehindValidFramingGiveClearErrors) {
+  // Shapes that would need an absurd allocation are refused before allocating.
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(
+                TensorHeader("w", 0, 1, 2, 0, 0, {uint64_t{1} << 40, uint64_t{1} << 40})))),
+            "tensor w has more elements than the payload can hold");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 1, 2, 0, 0, {1000})))),
+            "artifact payload truncated reading tensor w data at byte 21");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 99, 2, 0, 0, {1})))),
+            "tensor w has unknown dtype code 99");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 5, 1, 2, 0, 0, {1})))),
+            "tensor w has unknown kind 5");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 1, 1, 8, 9, 9, {1})))),
+            "tensor w has invalid bits 9 / code bits 9");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 1, 5, 8, 4, 4, {1})))),
+            "tensor w is quantised but is not a non-empty float tensor");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(
+                TensorHeader("w", 0, 1, 2, 0, 0, {1, 1, 1, 1, 1, 1, 1, 1, 1})))),
+            "tensor w has 9 dimensions (at most 8)");
+  // A zero scale and an out-of-range code: impossible from the exporter.
+  std::string zero_scale = TensorHeader("w", 1, 1, 8, 4, 4, {1, 2});
+  PutLE(&zero_scale, 0, 2);
+  PutLE(&zero_scale, 0x77, 1);
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(zero_scale))),
+            "tensor w has a non-positive or non-finite scale");
+  std::string bad_code = TensorHeader("w", 1, 1, 8, 4, 8, {1, 2});
+  PutLE(&bad_code, 0x3c00, 2);  // fp16 1.0
+  PutLE(&bad_code, 127 + 7, 1);
+  PutLE(&bad_code, 127 + 8, 1);  // 8 > QMax(4)
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(bad_code))),
+            "tensor w has codes beyond +-7");
+  // Trailing bytes, a missing tensor, and a duplicate name.
+  std::string ok_tensor = TensorHeader("w", 0, 1, 2, 0, 0, {1});
+  PutLE(&ok_tensor, 0x3c00, 2);
+  EXPECT_TRUE(ImportArtifact(WrapZlib(OneTensorPayload(ok_tensor))).ok());
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(ok_tensor) + "!")),
+            "artifact payload has 1 bytes after its last tensor");
+  std::string two;
+  PutLE(&two, 2, 4);
+  EXPECT_EQ(ImportError(WrapZlib(two + ok_tensor)),
+            "artifact payload truncated reading tensor #1 name length at byte 23");
+  EXPECT_EQ(ImportError(WrapZlib(two + ok_tensor + ok_tensor)),
+            "duplicate tensor name w in artifact");
+  EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(ok_tensor), 2)),
+            "unsupported artifact format version 2 (this build reads 1)");
+}
+
+TEST(ArtifactTest, BudgetIsSixteenMillionDecimalInclusive) {
+  const BudgetVerdict within = CheckBudget(16'000'000);
+  EXPECT_EQ(within.artifact_bytes, 16'000'000);
+  EXPECT_EQ(within.limit_bytes, 16'000'000);
+  EXPECT_TRUE(within.within_budget);
+  const BudgetVerdict over = CheckBudget(16'000'001);
+  EXPECT_EQ(over.artifact_bytes, 16'000'001);
+  EXPECT_FALSE(over.within_budget);
+  EXPECT_FALSE(CheckBudget(16 * 1024 * 1024).within_budget);  // not MiB
+  EXPECT_TRUE(CheckBudget(100, 100).within_budget);
+  EXPECT_FALSE(CheckBudget(101, 100).within_budget);
+}
+
+TEST(ArtifactTest, CodeBytesAreTheListedFilesAsBuilt) {
+  const char* src = std::getenv("CADDIE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr) << "run through ctest, which sets CADDIE_SOURCE_DIR";
+  const std::vector<CodeFile> files = CodeFiles();
+  ASSERT_FALSE(files.empty());
+  int64_t total = 0;
+  bool has_artifact = false;
+  for (const CodeFile& f : files) {
+    const std::filesystem::path p = std::filesystem::path(src) / f.path;
+    ASSERT_TRUE(std::filesystem::exists(p)) << p;
+    EXPECT_EQ(f.bytes, static_cast<int64_t>(std::filesystem::file_size(p))) << f.path;
+    total += f.bytes;
+    has_artifact |= f.path == "model/artifact.cc";
+  }
+  EXPECT_TRUE(has_artifact);
+  EXPECT_EQ(CodeBytes(), total);
+}
+
+}  // namespace
+}  // namespace caddie::model
