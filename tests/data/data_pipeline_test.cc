@@ -1,0 +1,358 @@
+// End-to-end tests of `caddie data` on the real corpus built by the `testdata`
+// fixture (tests/data/CMakeLists.txt), and of its errors on bad input.
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "cli/data/builder.h"
+#include "cli/data/corpus.h"
+#include "cli/data/tokenizer.h"
+#include "common/core/shard_format.h"
+
+namespace caddie::data {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string TestData() { return Env("CADDIE_TESTDATA"); }
+
+fs::path TempDir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("caddie_data_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::vector<uint16_t> ReadSplit(const std::string& dir, const std::string& split) {
+  std::vector<uint16_t> all;
+  auto shards = ListShards(dir, split);
+  EXPECT_TRUE(shards.ok()) << shards.status().message();
+  if (!shards.ok()) return all;
+  for (const auto& p : *shards) {
+    auto t = ReadShard(p);
+    EXPECT_TRUE(t.ok()) << t.status().message();
+    if (t.ok()) all.insert(all.end(), t->begin(), t->end());
+  }
+  return all;
+}
+
+// The val_bpb denominator must be exact: for every validation document, the bytes
+// the byte table counts equal the UTF-8 bytes of the text its tokens decode to.
+void CheckByteTableExact(int vocab) {
+  const std::string dir = TestData() + "/sp" + std::to_string(vocab);
+  ASSERT_FALSE(TestData().empty()) << "CADDIE_TESTDATA is not set";
+  auto table = ReadByteTable(dir + "/byte_table.json");
+  ASSERT_TRUE(table.ok()) << table.status().message();
+  EXPECT_EQ(table->vocab_size(), vocab);
+  auto sp = LoadTokenizer(dir + "/tokenizer.model");
+  ASSERT_TRUE(sp.ok()) << sp.status().message();
+  const std::vector<uint16_t> val = ReadSplit(dir, "val");
+  ASSERT_GT(val.size(), 10000u);
+  ASSERT_EQ(val[0], 1) << "every document starts with BOS";
+
+  int64_t table_bytes = 0;
+  int64_t decoded_bytes = 0;
+  int docs = 0;
+  size_t i = 0;
+  while (i < val.size()) {
+    ASSERT_EQ(val[i], 1);
+    size_t j = i + 1;
+    while (j < val.size() && val[j] != 1) ++j;
+    std::vector<int> ids(val.begin() + static_cast<long>(i) + 1, val.begin() + static_cast<long>(j));
+    int64_t doc_table = 0;
+    for (size_t k = i + 1; k < j; ++k) doc_table += table->TokenBytes(val[k - 1], val[k]);
+    const int64_t doc_decoded = static_cast<int64_t>((*sp)->Decode(ids).size());
+    EXPECT_EQ(doc_table, doc_decoded) << "document " << docs << " of sp" << vocab;
+    table_bytes += doc_table;
+    decoded_bytes += doc_decoded;
+    ++docs;
+    i = j;
+  }
+  EXPECT_EQ(table_bytes, decoded_bytes);
+  EXPECT_EQ(table_bytes, TableBytes(*table, val));
+
+  // meta.json agrees with the shards.
+  std::ifstream in(dir + "/meta.json");
+  const auto meta = nlohmann::json::parse(in);
+  EXPECT_EQ(meta["splits"]["val"]["docs"].get<int>(), docs);
+  EXPECT_EQ(meta["splits"]["val"]["tokens"].get<int64_t>(), static_cast<int64_t>(val.size()));
+  EXPECT_EQ(meta["splits"]["val"]["table_bytes"].get<int64_t>(), table_bytes);
+  EXPECT_EQ(meta["vocab_size"].get<int>(), vocab);
+}
+
+TEST(ByteTableExact, Vocab256) { CheckByteTableExact(256); }
+TEST(ByteTableExact, Vocab1024) { CheckByteTableExact(1024); }
+TEST(ByteTableExact, Vocab4096) { CheckByteTableExact(4096); }
+
+TEST(TestData, LayoutAndSplitsAsTheContractSays) {
+  for (int vocab : {256, 1024, 4096}) {
+    const std::string dir = TestData() + "/sp" + std::to_string(vocab);
+    for (const char* f : {"byte_table.json", "tokenizer.model", "tokenizer.vocab", "meta.json"}) {
+      EXPECT_TRUE(fs::is_regular_file(dir + "/" + f)) << dir << "/" << f;
+    }
+    const auto train = ReadSplit(dir, "train");
+    const auto val = ReadSplit(dir, "val");
+    ASSERT_FALSE(train.empty());
+    EXPECT_EQ(train[0], 1);
+    // No EOS anywhere (id 2): the reference writes BOS only.
+    EXPECT_EQ(std::count(val.begin(), val.end(), 2), 0);
+    EXPECT_EQ(std::count(train.begin(), train.end(), 2), 0);
+    for (uint16_t t : val) ASSERT_LT(t, vocab);
+  }
+  // Validation holds at least 5% of the bytes and shares no document with train.
+  auto train = ReadJsonl(TestData() + "/corpus/train.jsonl");
+  auto val = ReadJsonl(TestData() + "/corpus/val.jsonl");
+  ASSERT_TRUE(train.ok() && val.ok());
+  const double tb = static_cast<double>(TextBytes(*train));
+  const double vb = static_cast<double>(TextBytes(*val));
+  EXPECT_GE(vb / (tb + vb), 0.05);
+  std::set<std::string> texts;
+  for (const auto& d : *train) texts.insert(d.text);
+  for (const auto& d : *val) EXPECT_EQ(texts.count(d.text), 0u) << d.source << "/" << d.id;
+  std::set<std::string> sources;
+  for (const auto& d : *train) sources.insert(d.source);
+  EXPECT_GE(sources.size(), 3u) << "the subset mixes the corpus' sources";
+}
+
+TEST(Shards, WrittenAndReadBackIdentical) {
+  const fs::path dir = TempDir("roundtrip");
+  auto sp = LoadTokenizer(TestData() + "/sp1024/tokenizer.model");
+  ASSERT_TRUE(sp.ok());
+  auto table = ReadByteTable(TestData() + "/sp1024/byte_table.json");
+  ASSERT_TRUE(table.ok());
+  auto val = ReadJsonl(TestData() + "/corpus/val.jsonl");
+  ASSERT_TRUE(val.ok());
+  // Small shards: documents straddle shard boundaries, as in the reference.
+  auto sum = WriteSplitShards(**sp, *table, *val, dir.string(), "val", 10007, 2, false);
+  ASSERT_TRUE(sum.ok()) << sum.status().message();
+  EXPECT_GT(sum->shards, 2);
+  const std::vector<uint16_t> ours = ReadSplit(dir.string(), "val");
+  EXPECT_EQ(static_cast<int64_t>(ours.size()), sum->tokens);
+  const std::vector<uint16_t> fixture = ReadSplit(TestData() + "/sp1024", "val");
+  EXPECT_EQ(ours, fixture) << "same docs, same tokenizer: same token stream";
+  // Expected stream built independently: BOS + Encode(text) per document.
+  std::vector<uint16_t> expected;
+  for (const auto& d : *val) {
+    expected.push_back(1);
+    std::vector<int> ids;
+    std::string err;
+    ASSERT_TRUE((*sp)->Encode(d.text, &ids, &err));
+    for (int id : ids) expected.push_back(static_cast<uint16_t>(id));
+  }
+  EXPECT_EQ(ours, expected);
+  fs::remove_all(dir);
+}
+
+TEST(ByteTable, MatchesTheReferenceRules) {
+  auto sp = LoadTokenizer(TestData() + "/sp1024/tokenizer.model");
+  ASSERT_TRUE(sp.ok());
+  const ByteTable t = BuildByteTable(**sp, 1100);  // past the model: boundary, 0 bytes
+  ASSERT_EQ(t.vocab_size(), 1100);
+  for (int id : {0, 1, 2, 3, 1024, 1099}) {
+    EXPECT_EQ(t.is_boundary[id], 1) << id;
+    EXPECT_EQ(t.base_bytes[id], 0) << id;
+  }
+  int bytes_seen = 0;
+  for (int id = 0; id < (*sp)->PieceSize(); ++id) {
+    const std::string piece = (*sp)->IdToPiece(id);
+    if ((*sp)->IsByte(id)) {
+      ++bytes_seen;
+      EXPECT_EQ(t.base_bytes[id], 1) << piece;
+      EXPECT_EQ(t.has_leading_space[id], 0) << piece;
+    } else if (piece.rfind("\xE2\x96\x81", 0) == 0) {
+      EXPECT_EQ(t.has_leading_space[id], 1);
+      EXPECT_EQ(t.base_bytes[id], static_cast<int>(piece.size()) - 3) << piece;
+    }
+  }
+  EXPECT_EQ(bytes_seen, 256);
+}
+
+// Text that leans on byte fallback (emoji, CJK, accents, tabs, digits) still
+// decodes to exactly the bytes the table counts.
+TEST(ByteTable, ExactOnUnusualText) {
+  for (int vocab : {1024, 4096}) {
+    const std::string dir = TestData() + "/sp" + std::to_string(vocab);
+    auto sp = LoadTokenizer(dir + "/tokenizer.model");
+    auto table = ReadByteTable(dir + "/byte_table.json");
+    ASSERT_TRUE(sp.ok() && table.ok());
+    const std::string text =
+        "Caf\xC3\xA9 na\xC3\xAFve \xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E \xF0\x9F\x98\x80 "
+        "12345 \t tabs\nnew  line   \xE2\x80\x94 dash \xC2\xBD";
+    std::vector<int> ids;
+    std::string err;
+    ASSERT_TRUE((*sp)->Encode(text, &ids, &err)) << err;
+    std::vector<uint16_t> stream = {1};
+    for (int id : ids) stream.push_back(static_cast<uint16_t>(id));
+    EXPECT_EQ(TableBytes(*table, stream), static_cast<int64_t>((*sp)->Decode(ids).size()));
+  }
+}
+
+TEST(Build, SecondRunIsUpToDateAndUserJsonlWorks) {
+  const fs::path dir = TempDir("user");
+  std::ofstream(dir / "docs.jsonl") << R"({"text": "The quick brown fox jumps over the lazy dog."})" << "\n"
+                                    << R"({"text": "Pack my box with five dozen liquor jugs, 1234."})" << "\n"
+                                    << R"({"text": "How vexingly quick daft zebras jump!"})" << "\n";
+  auto train = ReadJsonl(TestData() + "/corpus/train.jsonl");
+  ASSERT_TRUE(train.ok());
+  {
+    std::ofstream more(dir / "more.jsonl");
+    for (size_t i = 0; i < 40 && i < train->size(); ++i) {
+      more << nlohmann::json({{"text", (*train)[i].text.substr(0, 3000)}}).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
+  }
+  DataOptions o;
+  o.vocabs = {512};
+  o.out_dir = (dir / "out").string();
+  o.corpus = {(dir / "docs.jsonl").string(), (dir / "more.jsonl").string(), (dir / "docs.jsonl").string()};
+  o.cache_dir = (dir / "cache").string();
+  o.val_fraction = 0.3;
+  o.progress = false;
+  auto s = BuildData(o);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->duplicates_removed, 3);  // docs.jsonl given twice
+  ASSERT_EQ(s->vocabs.size(), 1u);
+  EXPECT_FALSE(s->vocabs[0].up_to_date);
+  EXPECT_EQ(s->vocabs[0].train.docs + s->vocabs[0].val.docs, 43);
+  auto again = BuildData(o);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->vocabs[0].up_to_date);
+  EXPECT_EQ(again->vocabs[0].val.tokens, s->vocabs[0].val.tokens);
+  fs::remove_all(dir);
+}
+
+// --- bad input ---
+
+TEST(BadInput, VocabOutsideRange) {
+  DataOptions o;
+  o.out_dir = TempDir("vocab").string();
+  o.progress = false;
+  for (int v : {255, 65536, 0}) {
+    o.vocabs = {v};
+    auto s = BuildData(o);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(s.status().message()),
+                HasSubstr("vocab " + std::to_string(v) + " is outside 256..65535"));
+  }
+  EXPECT_FALSE(fs::exists(fs::path(o.out_dir) / "corpus")) << "nothing written on bad input";
+}
+
+TEST(BadInput, EmptyCorpus) {
+  const fs::path dir = TempDir("empty");
+  std::ofstream(dir / "empty.jsonl") << R"({"text": "   "})" << "\n\n" << R"({"text": ""})" << "\n";
+  DataOptions o;
+  o.out_dir = (dir / "out").string();
+  o.corpus = {(dir / "empty.jsonl").string()};
+  o.progress = false;
+  auto s = BuildData(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("empty corpus"));
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("empty.jsonl"));
+  EXPECT_FALSE(fs::exists(dir / "out" / "sp1024"));
+  fs::remove_all(dir);
+}
+
+TEST(BadInput, MalformedJsonlNamesFileAndLine) {
+  const fs::path dir = TempDir("badjson");
+  std::ofstream(dir / "bad.jsonl") << R"({"text": "fine"})" << "\n" << R"({"txt": "no text"})" << "\n";
+  auto docs = LoadUserFiles({(dir / "bad.jsonl").string()});
+  ASSERT_FALSE(docs.ok());
+  EXPECT_EQ(docs.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(docs.status().message()), HasSubstr("bad.jsonl:2: expected an object"));
+  auto missing = LoadUserFiles({(dir / "nope.jsonl").string()});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(missing.status().message()), HasSubstr("nope.jsonl: corpus file not found"));
+  fs::remove_all(dir);
+}
+
+TEST(BadInput, MissingTokenizer) {
+  const fs::path dir = TempDir("notok");
+  ASSERT_TRUE(WriteShard((dir / "x_train_000000.bin").string(), {1, 5, 6}).ok());
+  ASSERT_TRUE(WriteShard((dir / "x_val_000000.bin").string(), {1, 7}).ok());
+  ImportOptions io;
+  io.shards_dir = dir.string();
+  auto s = ImportShards(io);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("missing tokenizer"));
+  io.tokenizer = (dir / "absent.model").string();
+  s = ImportShards(io);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("absent.model: tokenizer model not found"));
+  std::ofstream(dir / "junk.model") << "not a model";
+  io.tokenizer = (dir / "junk.model").string();
+  s = ImportShards(io);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(s.status().message()), HasSubstr("junk.model: not a SentencePiece model"));
+  fs::remove_all(dir);
+}
+
+// A fineweb-style directory: reference-named shards and a tokenizer are used
+// unchanged; a bad shard among them is named with its problem.
+TEST(ImportShards, FinewebStyleDirectory) {
+  const fs::path dir = TempDir("fineweb");
+  const auto val = ReadSplit(TestData() + "/sp1024", "val");
+  const auto train = ReadSplit(TestData() + "/sp1024", "train");
+  ASSERT_TRUE(WriteShard((dir / "fineweb_val_000000.bin").string(), val).ok());
+  ASSERT_TRUE(WriteShard((dir / "fineweb_train_000000.bin").string(), train).ok());
+  fs::copy_file(TestData() + "/sp1024/tokenizer.model", dir / "fineweb_1024_bpe.model");
+  ImportOptions io;
+  io.shards_dir = dir.string();
+  io.out_dir = (dir / "imported").string();
+  auto s = ImportShards(io);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->vocab, 1024);
+  EXPECT_EQ(s->val.tokens, static_cast<int64_t>(val.size()));
+  EXPECT_EQ(s->train.tokens, static_cast<int64_t>(train.size()));
+  auto ours = ReadByteTable((dir / "imported" / "byte_table.json").string());
+  auto fixture = ReadByteTable(TestData() + "/sp1024/byte_table.json");
+  ASSERT_TRUE(ours.ok() && fixture.ok());
+  EXPECT_EQ(ours->base_bytes, fixture->base_bytes);
+  EXPECT_EQ(ours->has_leading_space, fixture->has_leading_space);
+  EXPECT_EQ(ours->is_boundary, fixture->is_boundary);
+  EXPECT_EQ(ReadSplit((dir / "imported").string(), "val"), val) << "shards linked unchanged";
+
+  // A truncated train shard is named with its problem.
+  fs::resize_file(dir / "fineweb_train_000000.bin", kShardHeaderBytes + 10);
+  auto bad = ImportShards(io);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("fineweb_train_000000.bin: truncated body"));
+  fs::remove_all(dir);
+}
+
+// The command line: a bad vocab exits 2 with the message on stderr.
+TEST(Cli, BadVocabExitsTwoWithMessage) {
+  const std::string bin = Env("CADDIE_BINARY_DIR") + "/cli/data/caddie-dataprep";
+  ASSERT_TRUE(fs::exists(bin)) << bin;
+  const fs::path dir = TempDir("cli");
+  const std::string err = (dir / "err.txt").string();
+  const std::string cmd = bin + " data --vocab 100 --out " + (dir / "out").string() + " 2>" + err;
+  const int rc = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  std::ifstream in(err);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("caddie data: vocab 100 is outside 256..65535"));
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace caddie::data
