@@ -11,6 +11,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   # trainer: LibTorch 1.13 (CPU) and the threaded OpenBLAS it must use (10x faster)
   libtorch-dev libopenblas0-pthread libopenblas-dev
+  # c10d ProcessGroupGloo headers (data-parallel caddie-train on CPU)
+  libgloo-dev
   # data and artifacts
   libsentencepiece-dev sentencepiece libzstd-dev zlib1g-dev
   # C++ libraries

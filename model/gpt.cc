@@ -1,0 +1,314 @@
+// The baseline GPT of Parameter Golf's train_gpt.py, read top to bottom:
+// modules, forward pass, Muon, evaluation. Shapes: B batch, T time, C width,
+// H query heads, K kv heads, D head dim, V vocab.
+#include "model/gpt.h"
+
+#include <cmath>
+#include <limits>
+
+#include "model/quant.h"
+#include "model/torch_compat.h"
+
+namespace caddie::model {
+
+namespace F = torch::nn::functional;
+
+namespace {
+
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool zero_init) {
+  torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(false));
+  if (zero_init) {
+    torch::NoGradGuard ng;
+    l->weight.zero_();
+  }
+  return l;
+}
+
+// RoPE on the last dim, halves rotated as the reference: x (B,H,T,D), cos/sin (1,1,T,D/2).
+torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos + x2 * sin, x1 * (-sin) + x2 * cos}, -1);
+}
+
+// Causal attention. q (B,H,T,D), k/v (B,K,T,D) -> (B,H,T,D). GQA: query head h
+// reads kv head h / (H/K), as SDPA's enable_gqa (repeat_interleave).
+torch::Tensor CausalAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v) {
+  const int64_t rep = q.size(1) / k.size(1);
+  if (rep > 1) {
+    k = k.repeat_interleave(rep, 1);
+    v = v.repeat_interleave(rep, 1);
+  }
+#if CADDIE_TORCH_AT_LEAST_2
+  return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                          /*is_causal=*/true);
+#else
+  // LibTorch 1.13 has no SDPA: softmax(q kᵀ / √D + causal mask) v.
+  const int64_t t = q.size(2);
+  auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
+  auto mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+  att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  return torch::matmul(torch::softmax(att, -1), v);
+#endif
+}
+
+}  // namespace
+
+torch::Tensor RmsNorm(const torch::Tensor& x) {
+  const double eps = x.scalar_type() == torch::kBFloat16 ? 0.0078125
+                     : x.scalar_type() == torch::kHalf   ? 0.0009765625
+                     : x.scalar_type() == torch::kDouble ? std::numeric_limits<double>::epsilon()
+                                                         : std::numeric_limits<float>::epsilon();
+  return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
+}
+
+// --- Modules ----------------------------------------------------------------
+
+MlpImpl::MlpImpl(int64_t dim, int64_t mult) {
+  fc = register_module("fc", MakeLinear(dim, mult * dim, false));
+  proj = register_module("proj", MakeLinear(mult * dim, dim, true));
+}
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t h, int64_t kv, double qk_gain_init)
+    : heads(h), kv_heads(kv), head_dim(dim / h) {
+  c_q = register_module("c_q", MakeLinear(dim, dim, false));
+  c_k = register_module("c_k", MakeLinear(dim, kv * head_dim, false));
+  c_v = register_module("c_v", MakeLinear(dim, kv * head_dim, false));
+  proj = register_module("proj", MakeLinear(dim, dim, true));
+  q_gain = register_parameter("q_gain", torch::full({h}, qk_gain_init));
+}
+
+BlockImpl::BlockImpl(int64_t dim, int64_t h, int64_t kv, int64_t mlp_mult, double qk_gain_init) {
+  attn = register_module("attn", Attention(dim, h, kv, qk_gain_init));
+  mlp = register_module("mlp", Mlp(dim, mlp_mult));
+  attn_scale = register_parameter("attn_scale", torch::ones({dim}));
+  mlp_scale = register_parameter("mlp_scale", torch::ones({dim}));
+  resid_mix = register_parameter("resid_mix", torch::stack({torch::ones({dim}), torch::zeros({dim})}));
+}
+
+GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
+  const int64_t c = s.model_dim;
+  num_encoder_layers = s.num_layers / 2;
+  num_decoder_layers = s.num_layers - num_encoder_layers;
+  tok_emb = register_module("tok_emb", torch::nn::Embedding(s.vocab_size, c));
+  skip_weights = register_parameter(
+      "skip_weights", torch::ones({std::min(num_encoder_layers, num_decoder_layers), c}));
+  blocks = register_module("blocks", torch::nn::ModuleList());
+  for (int64_t i = 0; i < s.num_layers; ++i) {
+    blocks->push_back(Block(c, s.num_heads, s.num_kv_heads, s.mlp_mult, s.qk_gain_init));
+  }
+  if (!s.tie_embeddings) lm_head = register_module("lm_head", MakeLinear(c, s.vocab_size, true));
+  torch::NoGradGuard ng;
+  // Tied: N(0, 0.005). Untied: nn.Embedding's default N(0, 1), as the reference.
+  if (s.tie_embeddings) tok_emb->weight.normal_(0.0, s.tied_embed_init_std);
+}
+
+int64_t GptImpl::NumParams() {
+  int64_t n = 0;
+  for (const auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+std::vector<torch::Tensor> GptImpl::MatrixParams() {
+  std::vector<torch::Tensor> out;
+  for (const auto& kv : blocks->named_parameters()) {
+    const std::string& n = kv.key();
+    const bool control = n.find("resid_mix") != std::string::npos;
+    if (kv.value().dim() == 2 && !control) out.push_back(kv.value());
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> GptImpl::ScalarParams() {
+  std::vector<torch::Tensor> out;
+  for (const auto& kv : blocks->named_parameters()) {
+    const bool control = kv.key().find("resid_mix") != std::string::npos;
+    if (kv.value().dim() < 2 || control) out.push_back(kv.value());
+  }
+  if (skip_weights.numel() > 0) out.push_back(skip_weights);
+  return out;
+}
+
+int64_t ExpectedParamCount(const TrainSpec& s) {
+  const int64_t c = s.model_dim, hd = c / s.num_heads, kvd = s.num_kv_heads * hd;
+  const int64_t attn = c * c /*q*/ + 2 * c * kvd /*k,v*/ + c * c /*proj*/ + s.num_heads /*q_gain*/;
+  const int64_t mlp = 2 * c * (s.mlp_mult * c);
+  const int64_t block = attn + mlp + 2 * c /*attn_scale, mlp_scale*/ + 2 * c /*resid_mix*/;
+  const int64_t enc = s.num_layers / 2, dec = s.num_layers - enc;
+  const int64_t emb = s.vocab_size * c * (s.tie_embeddings ? 1 : 2);
+  return emb + std::min(enc, dec) * c + s.num_layers * block;
+}
+
+// --- Forward ----------------------------------------------------------------
+
+torch::Tensor GptImpl::W(const torch::Tensor& w, const std::string& name) {
+  if (qat_bits_ <= 0 || !is_training()) return w;
+  QuantOptions opts;
+  opts.bits = qat_bits_;
+  if (!ShouldQuantize(name, w, opts)) return w;
+  return FakeQuantize(w, qat_bits_, qat_clip_);
+}
+
+torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,
+                                    const torch::Tensor& x0) {
+  // x, x0: (B,T,C)
+  auto& a = *b.attn;
+  const int64_t bsz = x.size(0), t = x.size(1), c = x.size(2);
+  auto mix = b.resid_mix.to(x.scalar_type());
+  x = mix[0] * x + mix[1] * x0;
+
+  // Attention: q (B,H,T,D), k/v (B,K,T,D).
+  auto h = RmsNorm(x);
+  const std::string ap = prefix + "attn.";
+  auto q = F::linear(h, W(a.c_q->weight, ap + "c_q.weight")).view({bsz, t, a.heads, a.head_dim}).transpose(1, 2);
+  auto k = F::linear(h, W(a.c_k->weight, ap + "c_k.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
+  auto v = F::linear(h, W(a.c_v->weight, ap + "c_v.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
+  q = RmsNorm(q);
+  k = RmsNorm(k);
+  if (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device()) {
+    auto inv_freq = 1.0 / torch::pow(spec.rope_base,
+                                      torch::arange(0, a.head_dim, 2, torch::kFloat32) / a.head_dim);
+    auto freqs = torch::outer(torch::arange(t, torch::kFloat32), inv_freq).to(x.device());  // (T, D/2)
+    rope_cos_ = freqs.cos().view({1, 1, t, a.head_dim / 2});
+    rope_sin_ = freqs.sin().view({1, 1, t, a.head_dim / 2});
+  }
+  q = ApplyRotary(q, rope_cos_.to(q.scalar_type()), rope_sin_.to(q.scalar_type()));
+  k = ApplyRotary(k, rope_cos_.to(k.scalar_type()), rope_sin_.to(k.scalar_type()));
+  q = q * a.q_gain.to(q.scalar_type()).view({1, a.heads, 1, 1});
+  auto y = CausalAttention(q, k, v).transpose(1, 2).contiguous().view({bsz, t, c});  // (B,T,C)
+  y = F::linear(y, W(a.proj->weight, ap + "proj.weight"));
+  x = x + b.attn_scale.to(x.scalar_type()) * y;
+
+  // MLP: (B,T,C) -> (B,T,mult*C) -> (B,T,C).
+  auto& m = *b.mlp;
+  auto u = torch::relu(F::linear(RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
+  u = F::linear(u.square(), W(m.proj->weight, prefix + "mlp.proj.weight"));
+  return x + b.mlp_scale.to(x.scalar_type()) * u;
+}
+
+torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
+  auto x = F::embedding(ids, W(tok_emb->weight, "tok_emb.weight"));  // (B,T,C)
+  x = RmsNorm(x);
+  const auto x0 = x;
+  std::vector<torch::Tensor> skips;
+  // U-Net: the first half stores skips; the second half adds them back in reverse.
+  for (int64_t i = 0; i < num_encoder_layers; ++i) {
+    x = BlockForward(*blocks[i]->as<BlockImpl>(), "blocks." + std::to_string(i) + ".", x, x0);
+    skips.push_back(x);
+  }
+  for (int64_t i = 0; i < num_decoder_layers; ++i) {
+    if (!skips.empty()) {
+      x = x + skip_weights[i].to(x.scalar_type()) * skips.back();
+      skips.pop_back();
+    }
+    const int64_t li = num_encoder_layers + i;
+    x = BlockForward(*blocks[li]->as<BlockImpl>(), "blocks." + std::to_string(li) + ".", x, x0);
+  }
+  return RmsNorm(x);
+}
+
+torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h) {
+  auto proj = spec.tie_embeddings ? F::linear(h, W(tok_emb->weight, "tok_emb.weight"))
+                                  : F::linear(h, W(lm_head->weight, "lm_head.weight"));
+  return spec.logit_softcap * torch::tanh(proj / spec.logit_softcap);
+}
+
+torch::Tensor GptImpl::Loss(const torch::Tensor& x, const torch::Tensor& y) {
+  auto h = Hidden(x);
+  auto logits = LogitsFromHidden(h.reshape({-1, h.size(-1)}));  // (B*T, V)
+  return F::cross_entropy(logits.to(torch::kFloat32), y.reshape(-1));
+}
+
+torch::Tensor GptImpl::Logits(const torch::Tensor& x) {
+  return LogitsFromHidden(Hidden(x)).to(torch::kFloat32);
+}
+
+// --- Muon -------------------------------------------------------------------
+
+torch::Tensor ZeroPowerNewtonSchulz5(const torch::Tensor& g, int64_t steps, torch::ScalarType dtype) {
+  const double a = 3.4445, b = -4.7750, c = 2.0315;
+  auto x = g.to(dtype);
+  x = x / (x.norm() + 1e-7);
+  const bool transposed = g.size(0) > g.size(1);
+  if (transposed) x = x.t();
+  for (int64_t i = 0; i < steps; ++i) {
+    auto A = torch::matmul(x, x.t());
+    auto B = b * A + c * torch::matmul(A, A);
+    x = a * x + torch::matmul(B, x);
+  }
+  return transposed ? x.t() : x;
+}
+
+Muon::Muon(std::vector<torch::Tensor> params, double lr_, double momentum_, int64_t backend_steps,
+           torch::ScalarType ns_dtype)
+    : lr(lr_), momentum(momentum_), params_(std::move(params)), backend_steps_(backend_steps),
+      ns_dtype_(ns_dtype) {
+  for (const auto& p : params_) buffers_.push_back(torch::zeros_like(p));
+}
+
+void Muon::Step(int rank, int world, const AllReduceSum& all_reduce) {
+  torch::NoGradGuard ng;
+  if (params_.empty()) return;
+  int64_t total = 0;
+  for (const auto& p : params_) total += p.numel();
+  auto flat = torch::zeros({total}, params_[0].options().dtype(ns_dtype_));
+  int64_t off = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto& p = params_[i];
+    if (static_cast<int>(i % world) == rank && p.grad().defined()) {
+      auto g = p.grad();
+      buffers_[i].mul_(momentum).add_(g);
+      g = g.add(buffers_[i], momentum);  // Nesterov
+      g = ZeroPowerNewtonSchulz5(g, backend_steps_, ns_dtype_);
+      g = g * std::sqrt(std::max(1.0, static_cast<double>(g.size(0)) / g.size(1)));
+      flat.narrow(0, off, p.numel()).copy_(g.reshape(-1));
+    }
+    off += p.numel();
+  }
+  if (world > 1 && all_reduce) all_reduce(flat);
+  off = 0;
+  for (auto& p : params_) {
+    p.add_(flat.narrow(0, off, p.numel()).view_as(p).to(p.scalar_type()), -lr);
+    off += p.numel();
+  }
+}
+
+// --- Evaluation -------------------------------------------------------------
+
+double ValSums::val_bpb() const { return (val_loss() / std::log(2.0)) * (tokens / bytes); }
+
+ValSums EvalValShare(Gpt& model, const torch::Tensor& val, int64_t seq_len, int64_t batch_seqs,
+                     const ByteTable& table, int rank, int world, torch::Device device, bool autocast) {
+  torch::NoGradGuard ng;
+  const bool was_training = model->is_training();
+  model->eval();
+  const auto i64 = torch::TensorOptions().dtype(torch::kInt64);
+  auto base = torch::tensor(std::vector<int64_t>(table.base_bytes.begin(), table.base_bytes.end()), i64);
+  auto space = torch::tensor(std::vector<int64_t>(table.has_leading_space.begin(), table.has_leading_space.end()), i64);
+  auto boundary = torch::tensor(std::vector<int64_t>(table.is_boundary.begin(), table.is_boundary.end()), i64);
+  const int64_t total_seqs = (val.numel() - 1) / seq_len;
+  const int64_t s0 = total_seqs * rank / world, s1 = total_seqs * (rank + 1) / world;
+  ValSums sums;
+  for (int64_t bs = s0; bs < s1; bs += batch_seqs) {
+    const int64_t be = std::min(bs + batch_seqs, s1);
+    auto local = val.slice(0, bs * seq_len, be * seq_len + 1).to(torch::kInt64);
+    auto x = local.slice(0, 0, local.numel() - 1).view({-1, seq_len});  // (B,T)
+    auto y = local.slice(0, 1, local.numel()).view({-1, seq_len});
+    torch::Tensor loss;
+    {
+      AutocastGuard ac(autocast);
+      loss = model->Loss(x.to(device), y.to(device)).detach();
+    }
+    const double n = static_cast<double>(y.numel());
+    sums.loss_sum += loss.to(torch::kFloat64).item<double>() * n;
+    sums.tokens += n;
+    // bytes(target) = base[target] + (space[target] & !boundary[prev])
+    auto prev = x.reshape(-1), tgt = y.reshape(-1);
+    auto bytes = base.index_select(0, tgt) + space.index_select(0, tgt) * (1 - boundary.index_select(0, prev));
+    sums.bytes += static_cast<double>(bytes.sum().item<int64_t>());
+  }
+  if (was_training) model->train();
+  return sums;
+}
+
+}  // namespace caddie::model

@@ -1,0 +1,145 @@
+// The Parameter Golf baseline GPT (train_gpt.py's GPT), its Muon optimizer and
+// the val_bpb evaluation, in LibTorch. Parameter names equal the reference's
+// state-dict names ("tok_emb.weight", "blocks.3.attn.c_q.weight", ...).
+//
+// A Gpt module is not thread-safe (like any torch::nn::Module); one per rank.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/core/shard_format.h"
+#include "common/core/train_spec.h"
+
+namespace caddie::model {
+
+// ---------------------------------------------------------------------------
+// Model
+// ---------------------------------------------------------------------------
+
+// relu² MLP: x (B,T,C) -> fc (B,T,mult*C) -> relu² -> proj (B,T,C). proj zero-initialised.
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int64_t dim, int64_t mult);
+  torch::nn::Linear fc{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+// Causal GQA self-attention with RMSNorm on q and k, RoPE and a learned per-head q gain.
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(int64_t dim, int64_t heads, int64_t kv_heads, double qk_gain_init);
+  int64_t heads, kv_heads, head_dim;
+  torch::nn::Linear c_q{nullptr}, c_k{nullptr}, c_v{nullptr}, proj{nullptr};
+  torch::Tensor q_gain;  // (H)
+};
+TORCH_MODULE(Attention);
+
+// One transformer block: x = mix0*x + mix1*x0; x += attn_scale*attn(norm(x)); x += mlp_scale*mlp(norm(x)).
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t dim, int64_t heads, int64_t kv_heads, int64_t mlp_mult, double qk_gain_init);
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+  torch::Tensor attn_scale;  // (C)
+  torch::Tensor mlp_scale;   // (C)
+  torch::Tensor resid_mix;   // (2, C): [0] scales x, [1] scales x0
+};
+TORCH_MODULE(Block);
+
+struct GptImpl : torch::nn::Module {
+  explicit GptImpl(const TrainSpec& spec);
+
+  // Mean cross-entropy (nats) of predicting y from x. x, y: (B,T) int64.
+  torch::Tensor Loss(const torch::Tensor& x, const torch::Tensor& y);
+  // Soft-capped logits (B,T,V) in float32. x: (B,T) int64.
+  torch::Tensor Logits(const torch::Tensor& x);
+
+  // The parameters the reference gives Muon (2-D block matrices), the Adam "scalar"
+  // group (vectors, control tensors, skip weights), and the embedding / head.
+  std::vector<torch::Tensor> MatrixParams();
+  std::vector<torch::Tensor> ScalarParams();
+
+  // Quantisation-aware training: when bits > 0 the weights that export quantises
+  // are fake-quantised (straight-through) in the forward pass.
+  void SetQat(int bits, double clip_percentile) { qat_bits_ = bits, qat_clip_ = clip_percentile; }
+  int qat_bits() const { return qat_bits_; }
+
+  int64_t NumParams();
+
+  TrainSpec spec;
+  int64_t num_encoder_layers, num_decoder_layers;
+  torch::nn::Embedding tok_emb{nullptr};
+  torch::Tensor skip_weights;  // (min(enc, dec), C)
+  torch::nn::ModuleList blocks{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // only when !tie_embeddings
+
+ private:
+  torch::Tensor Hidden(const torch::Tensor& x);  // final-normed hidden states (B,T,C)
+  torch::Tensor BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,
+                             const torch::Tensor& x0);
+  torch::Tensor W(const torch::Tensor& w, const std::string& name);  // QAT hook
+  torch::Tensor LogitsFromHidden(const torch::Tensor& h);
+
+  int qat_bits_ = 0;
+  double qat_clip_ = 99.99984;
+  torch::Tensor rope_cos_, rope_sin_;  // (1,1,T,D/2) cache
+};
+TORCH_MODULE(Gpt);
+
+// The reference's parameter count for a spec, computed from the shapes alone.
+int64_t ExpectedParamCount(const TrainSpec& spec);
+
+// RMS norm over the last dim with eps = finfo(dtype).eps, as F.rms_norm(eps=None).
+torch::Tensor RmsNorm(const torch::Tensor& x);
+
+// ---------------------------------------------------------------------------
+// Muon
+// ---------------------------------------------------------------------------
+
+// Newton–Schulz quintic iteration (a,b,c = 3.4445,-4.7750,2.0315) towards the
+// orthogonal factor of g (2-D). Computed in `dtype` (bf16 on CUDA as the reference).
+torch::Tensor ZeroPowerNewtonSchulz5(const torch::Tensor& g, int64_t steps,
+                                     torch::ScalarType dtype = torch::kFloat32);
+
+// Muon with Nesterov momentum. In data parallel, parameter i is orthogonalised by
+// rank i % world and the flat update is all-reduced (sum), as the reference does.
+// Not thread-safe.
+class Muon {
+ public:
+  using AllReduceSum = std::function<void(torch::Tensor&)>;
+  Muon(std::vector<torch::Tensor> params, double lr, double momentum, int64_t backend_steps,
+       torch::ScalarType ns_dtype);
+  // Applies one update from the params' .grad(). all_reduce may be empty (one rank).
+  void Step(int rank, int world, const AllReduceSum& all_reduce);
+  double lr, momentum;
+
+ private:
+  std::vector<torch::Tensor> params_, buffers_;
+  int64_t backend_steps_;
+  torch::ScalarType ns_dtype_;
+};
+
+// ---------------------------------------------------------------------------
+// Evaluation
+// ---------------------------------------------------------------------------
+
+// Sums that val_bpb is made of; each rank fills its share, then they are all-reduced.
+struct ValSums {
+  double loss_sum = 0;   // Σ batch_mean_loss × batch_tokens (nats)
+  double tokens = 0;
+  double bytes = 0;
+  double val_loss() const { return loss_sum / tokens; }
+  // (loss / ln 2) × (tokens / bytes)
+  double val_bpb() const;
+};
+
+// This rank's share of the whole validation stream `val` (1-D int64 on CPU, length
+// n*seq_len + 1): sequences [total*rank/world, total*(rank+1)/world), in batches of
+// batch_seqs. Byte counts as the reference's LUTs.
+ValSums EvalValShare(Gpt& model, const torch::Tensor& val, int64_t seq_len, int64_t batch_seqs,
+                     const ByteTable& table, int rank, int world, torch::Device device,
+                     bool autocast);
+
+}  // namespace caddie::model
