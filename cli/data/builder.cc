@@ -180,15 +180,22 @@ absl::StatusOr<VocabSummary> BuildVocab(const DataOptions& o, const Split& split
   // validation text in its alphabet, so validation needs no <unk>.
   std::vector<Document> all_docs = split.val;
   all_docs.insert(all_docs.end(), split.train.begin(), split.train.end());
-  std::fprintf(stderr, "training tokenizer: SentencePiece BPE, vocab %d, %lld docs ...\n", vocab,
-               static_cast<long long>(all_docs.size()));
-  ASSIGN_OR_RETURN(TokenizerModel model,
-                   TrainOrLoadTokenizer(all_docs, vocab, corpus_hash, cache_dir, threads));
+  absl::StatusOr<TokenizerModel> trained;
+  {
+    ElapsedTicker ticker(absl::StrFormat("tokenizer: SentencePiece BPE, vocab %d, %d docs", vocab,
+                                         all_docs.size()),
+                         o.progress);
+    trained = TrainOrLoadTokenizer(all_docs, vocab, corpus_hash, cache_dir, threads);
+  }
   all_docs = {};
-  std::fprintf(stderr, "tokenizer vocab %d: %d pieces%s%s (%.1fs)\n", vocab, model.sp_vocab_size,
+  if (!trained.ok()) return trained.status();
+  TokenizerModel model = *std::move(trained);
+  if (o.progress) {
+    std::fprintf(stderr, "tokenizer vocab %d: %d pieces%s%s (%.1fs)\n", vocab, model.sp_vocab_size,
                model.byte_fallback ? ", byte fallback" : ", NO byte fallback (vocab too small)",
                model.from_cache ? ", from cache" : "",
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
   vs.sp_vocab = model.sp_vocab_size;
   vs.byte_fallback = model.byte_fallback;
   vs.character_coverage = model.character_coverage;

@@ -55,4 +55,35 @@ void ProgressBar::Draw(bool final_line) {
   std::fflush(stderr);
 }
 
+ElapsedTicker::ElapsedTicker(std::string label, bool enabled)
+    : label_(std::move(label)),
+      enabled_(enabled),
+      tty_(::isatty(STDERR_FILENO) == 1),
+      start_(std::chrono::steady_clock::now()) {
+  if (!enabled_ || !tty_) return;
+  thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(500), [this] { return stop_; })) {
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::fprintf(stderr, "\r\033[K%s %6.1fs", label_.c_str(), secs);
+      std::fflush(stderr);
+    }
+  });
+}
+
+ElapsedTicker::~ElapsedTicker() {
+  if (thread_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  if (!enabled_) return;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  std::fprintf(stderr, "%s%s %6.1fs\n", tty_ ? "\r\033[K" : "", label_.c_str(), secs);
+}
+
 }  // namespace caddie::data

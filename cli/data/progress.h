@@ -4,8 +4,11 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <thread>
 
 namespace caddie::data {
 
@@ -33,6 +36,28 @@ class ProgressBar {
   int64_t done_ = 0;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;
+};
+
+// For steps whose progress cannot be measured (SentencePiece training): shows the
+// label and the elapsed time on stderr, redrawn twice a second by its own thread
+// on a terminal, and a final line when destroyed. Thread-safe: the ticker thread
+// only reads what the constructor set; the destructor stops and joins it.
+class ElapsedTicker {
+ public:
+  ElapsedTicker(std::string label, bool enabled);
+  ~ElapsedTicker();
+  ElapsedTicker(const ElapsedTicker&) = delete;
+  ElapsedTicker& operator=(const ElapsedTicker&) = delete;
+
+ private:
+  const std::string label_;
+  const bool enabled_;
+  const bool tty_;
+  const std::chrono::steady_clock::time_point start_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
 };
 
 }  // namespace caddie::data

@@ -98,6 +98,21 @@ TEST(ByteTableExact, Vocab256) { CheckByteTableExact(256); }
 TEST(ByteTableExact, Vocab1024) { CheckByteTableExact(1024); }
 TEST(ByteTableExact, Vocab4096) { CheckByteTableExact(4096); }
 
+// val_bpb is tokenizer-independent only if every vocab counts the same bytes:
+// the byte table totals over the validation split agree across vocab sizes.
+TEST(ByteTableExact, SameValidationBytesForEveryVocab) {
+  std::vector<int64_t> totals;
+  for (int vocab : {256, 1024, 4096}) {
+    const std::string dir = TestData() + "/sp" + std::to_string(vocab);
+    auto table = ReadByteTable(dir + "/byte_table.json");
+    ASSERT_TRUE(table.ok()) << table.status().message();
+    totals.push_back(TableBytes(*table, ReadSplit(dir, "val")));
+  }
+  EXPECT_GT(totals[0], 50000);
+  EXPECT_EQ(totals[0], totals[1]);
+  EXPECT_EQ(totals[1], totals[2]);
+}
+
 TEST(TestData, LayoutAndSplitsAsTheContractSays) {
   for (int vocab : {256, 1024, 4096}) {
     const std::string dir = TestData() + "/sp" + std::to_string(vocab);
