@@ -101,6 +101,9 @@ const std::vector<double> kLatencyBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0
                                              0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                              1,      2.5,     5,      10};
 
+const std::vector<double> kDefaultBucketsLong = {0.01, 0.05, 0.1, 0.5, 1,   5,    10,
+                                                 30,   60,   120, 300, 600, 1800, 3600};
+
 std::string EscapeLabelValue(std::string_view value) {
   std::string out;
   out.reserve(value.size());
@@ -377,6 +380,47 @@ absl::StatusOr<HistogramFamily*> Registry::AddHistogram(std::string_view name,
                                               std::move(label_names), std::move(bounds)));
   }
   return (*e)->histogram.get();
+}
+
+namespace {
+
+std::vector<std::string> SplitLabels(std::string_view labels) {
+  std::vector<std::string> out;
+  if (labels.empty()) return out;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = labels.find(',', start);
+    out.emplace_back(labels.substr(start, comma == std::string_view::npos ? labels.npos
+                                                                          : comma - start));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+absl::Status CheckType(const MetricDef& def, MetricType want) {
+  if (def.type == want) return absl::OkStatus();
+  return absl::InvalidArgumentError(Cat("metric '", def.name, "' is defined as a ",
+                                        TypeName(def.type), ", registered as a ",
+                                        TypeName(want)));
+}
+
+}  // namespace
+
+absl::StatusOr<CounterFamily*> Registry::AddCounter(const MetricDef& def) {
+  if (absl::Status s = CheckType(def, MetricType::kCounter); !s.ok()) return s;
+  return AddCounter(def.name, def.help, SplitLabels(def.labels));
+}
+
+absl::StatusOr<GaugeFamily*> Registry::AddGauge(const MetricDef& def) {
+  if (absl::Status s = CheckType(def, MetricType::kGauge); !s.ok()) return s;
+  return AddGauge(def.name, def.help, SplitLabels(def.labels));
+}
+
+absl::StatusOr<HistogramFamily*> Registry::AddHistogram(const MetricDef& def) {
+  if (absl::Status s = CheckType(def, MetricType::kHistogram); !s.ok()) return s;
+  return AddHistogram(def.name, def.help, SplitLabels(def.labels),
+                      def.buckets != nullptr ? *def.buckets : kDefaultBuckets);
 }
 
 void Registry::AddCollectHook(std::function<void()> hook) {

@@ -96,8 +96,21 @@ class Histogram {
 
 // The Prometheus default buckets (seconds): 5 ms … 10 s.
 extern const std::vector<double> kDefaultBuckets;
-// Finer latency buckets for fast operations (SQLite, lease): 100 µs … 10 s.
+// Finer latency buckets for fast operations (SQLite, RPCs): 100 µs … 10 s.
 extern const std::vector<double> kLatencyBuckets;
+// Long waits (queueing): 10 ms … 1 h.
+extern const std::vector<double> kDefaultBucketsLong;
+
+// A metric's definition as a constant (see common/metric_names.h): name, type,
+// HELP text, comma-separated label names ("" for none) and, for histograms,
+// the bucket bounds (null = kDefaultBuckets).
+struct MetricDef {
+  std::string_view name;
+  MetricType type;
+  std::string_view help;
+  std::string_view labels;
+  const std::vector<double>* buckets = nullptr;
+};
 
 // A family: one metric name, HELP text and label names, with one child per
 // distinct label-value tuple. Children are created on first use.
@@ -167,6 +180,12 @@ class Registry {
   absl::StatusOr<HistogramFamily*> AddHistogram(std::string_view name, std::string_view help,
                                                 std::vector<std::string> label_names = {},
                                                 std::vector<double> bounds = kDefaultBuckets);
+
+  // The same, from a MetricDef. InvalidArgument also when def.type is not the
+  // type of the call.
+  absl::StatusOr<CounterFamily*> AddCounter(const MetricDef& def);
+  absl::StatusOr<GaugeFamily*> AddGauge(const MetricDef& def);
+  absl::StatusOr<HistogramFamily*> AddHistogram(const MetricDef& def);
 
   // Registers `hook` to run at the start of every Render(), before any family
   // is read: for values cheaper to compute on scrape (queue depth from the

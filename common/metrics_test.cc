@@ -1,5 +1,7 @@
 #include "common/metrics.h"
 
+#include "common/metric_names.h"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -9,6 +11,8 @@
 #include <cstdio>
 #include <fstream>
 #include <limits>
+#include <algorithm>
+#include <set>
 #include <thread>
 
 namespace caddie::metrics {
@@ -302,6 +306,61 @@ TEST(MetricsTest, PromtoolRejectsBrokenText) {
   const CommandResult r = PromtoolCheckMetrics(
       "# TYPE caddie_bad counter\ncaddie_bad{a=\"unterminated} 1\n");
   EXPECT_NE(r.exit_code, 0);
+}
+
+TEST(MetricsTest, MetricDefRegistrationChecksType) {
+  Registry registry;
+  constexpr MetricDef kDef{"caddie_def_test", MetricType::kGauge, "Def.", "sweep_id,job_id"};
+  auto g = registry.AddGauge(kDef);
+  ASSERT_TRUE(g.ok()) << g.status();
+  EXPECT_EQ((*g)->label_names(), (std::vector<std::string>{"sweep_id", "job_id"}));
+  auto wrong = registry.AddCounter(kDef);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(wrong.status().message()),
+              HasSubstr("'caddie_def_test' is defined as a gauge, registered as a counter"));
+}
+
+// Every name in common/metric_names.h registers, renders with sample values and
+// passes promtool's lint (counter names end in _total, units, …).
+TEST(MetricsTest, AllCaddieMetricsPassPromtool) {
+  Registry registry;
+  std::set<std::string_view> names;
+  auto add = [&](const MetricDef* def) {
+    ASSERT_TRUE(names.insert(def->name).second) << "duplicate " << def->name;
+    LabelValues values;
+    size_t n = def->labels.empty() ? 0 : 1 + std::count(def->labels.begin(), def->labels.end(), ',');
+    for (size_t i = 0; i < n; ++i) values.push_back(std::string(1, static_cast<char>('a' + i)));
+    switch (def->type) {
+      case MetricType::kCounter: {
+        auto f = registry.AddCounter(*def);
+        ASSERT_TRUE(f.ok()) << f.status();
+        (*f)->WithLabels(values).Inc(2);
+        break;
+      }
+      case MetricType::kGauge: {
+        auto f = registry.AddGauge(*def);
+        ASSERT_TRUE(f.ok()) << f.status();
+        (*f)->WithLabels(values).Set(1.25);
+        break;
+      }
+      case MetricType::kHistogram: {
+        auto f = registry.AddHistogram(*def);
+        ASSERT_TRUE(f.ok()) << f.status();
+        (*f)->WithLabels(values).Observe(0.3);
+        break;
+      }
+    }
+  };
+  for (const MetricDef* def : metric_names::kControllerMetrics) add(def);
+  for (const MetricDef* def : metric_names::kWorkerMetrics) add(def);
+  EXPECT_EQ(names.size(), std::size(metric_names::kControllerMetrics) +
+                              std::size(metric_names::kWorkerMetrics));
+  const std::string text = registry.Render();
+  EXPECT_THAT(text, HasSubstr("caddie_job_val_bpb{sweep_id=\"a\",job_id=\"b\"} 1.25\n"));
+  EXPECT_THAT(text, HasSubstr("caddie_lease_latency_seconds_bucket{le=\"3600\"} 1\n"));
+  const CommandResult r = PromtoolCheckMetrics(text);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "");
 }
 
 }  // namespace
