@@ -46,7 +46,7 @@ absl::StatusOr<std::string> CorpusRecipe(const DataOptions& o) {
     sources.push_back({{"file", fs::absolute(c).string()}, {"size", size}, {"mtime", mtime}});
   }
   json r = {{"sources", sources}, {"max_bytes", o.max_bytes}, {"seed", o.seed},
-            {"val_fraction", o.val_fraction}, {"format", kFormat}};
+            {"val_fraction", o.val_fraction}, {"format", kFormat}, {"recipe", kCorpusRecipe}};
   return r.dump();
 }
 

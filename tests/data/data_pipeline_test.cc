@@ -139,6 +139,15 @@ TEST(TestData, LayoutAndSplitsAsTheContractSays) {
   std::set<std::string> texts;
   for (const auto& d : *train) texts.insert(d.text);
   for (const auto& d : *val) EXPECT_EQ(texts.count(d.text), 0u) << d.source << "/" << d.id;
+  // No validation text hides inside a training document either (e.g. a whole book
+  // beside its chapters): the middle 200 bytes of each val document are not in train.
+  for (const auto& v : *val) {
+    if (v.text.size() < 400) continue;
+    const std::string probe = v.text.substr(v.text.size() / 2 - 100, 200);
+    for (const auto& t : *train) {
+      ASSERT_EQ(t.text.find(probe), std::string::npos) << v.source << "/" << v.id << " in " << t.id;
+    }
+  }
   std::set<std::string> sources;
   for (const auto& d : *train) sources.insert(d.source);
   EXPECT_EQ(sources, (std::set<std::string>{"sotu", "moby-dick", "spam-assassin-ham", "bible-kjv"}))
