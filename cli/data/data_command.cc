@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "absl/status/status.h"
 #include "cli/data/builder.h"
 #include "cli/data/corpus.h"
 
@@ -17,8 +18,20 @@ struct DataArgs {
   bool quiet = false;
 };
 
-// Exit code for bad input or a failed build: 2, as elsewhere in caddie.
-constexpr int kExitDataError = 2;
+// Exit codes as elsewhere in caddie: 2 for bad input (bad vocab, empty corpus,
+// malformed shards or files, missing tokenizer or package), 1 for anything else
+// (I/O, the registry unreachable, SentencePiece failing).
+int ExitCode(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kFailedPrecondition:
+      return 2;
+    default:
+      return 1;
+  }
+}
 
 void Run(const DataArgs& a) {
   if (!a.from_shards.empty()) {
@@ -29,7 +42,7 @@ void Run(const DataArgs& a) {
     auto vs = data::ImportShards(io);
     if (!vs.ok()) {
       std::fprintf(stderr, "caddie data: %s\n", std::string(vs.status().message()).c_str());
-      throw CLI::RuntimeError(kExitDataError);
+      throw CLI::RuntimeError(ExitCode(vs.status()));
     }
     const double bpt = vs->val.table_bytes > 0 && vs->val.tokens > 0
                            ? static_cast<double>(vs->val.table_bytes) / static_cast<double>(vs->val.tokens)
@@ -47,7 +60,7 @@ void Run(const DataArgs& a) {
   auto s = data::BuildData(o);
   if (!s.ok()) {
     std::fprintf(stderr, "caddie data: %s\n", std::string(s.status().message()).c_str());
-    throw CLI::RuntimeError(kExitDataError);
+    throw CLI::RuntimeError(ExitCode(s.status()));
   }
   std::fputs(data::FormatSummary(*s).c_str(), stdout);
 }
