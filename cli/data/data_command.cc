@@ -72,17 +72,17 @@ void RegisterDataCommand(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "data", "Build the corpus, SentencePiece tokenizers, shards and byte tables (<out>/sp<V>/)");
   args->build.vocabs.clear();
-  cmd->add_option("--vocab", args->build.vocabs,
+  CLI::Option* vocab = cmd->add_option("--vocab", args->build.vocabs,
                   "Vocab size(s), 256..65535; repeat or comma-separate (default 1024)")
       ->delimiter(',');
   auto* out = cmd->add_option("--out", args->build.out_dir, "Output data directory")
                   ->capture_default_str();
   args->build.corpus.clear();
-  cmd->add_option("--corpus", args->build.corpus,
+  CLI::Option* corpus = cmd->add_option("--corpus", args->build.corpus,
                   "Corpus: 'builtin' (real English, pinned npm + Debian packages) and/or "
                   ".jsonl / text files (default builtin)")
       ->delimiter(',');
-  cmd->add_option("--max-bytes", args->build.max_bytes,
+  CLI::Option* max_bytes = cmd->add_option("--max-bytes", args->build.max_bytes,
                   "Use a seeded random subset of about this many text bytes (0 = all)")
       ->capture_default_str();
   cmd->add_option("--seed", args->build.seed, "Seed of the train/val split")->capture_default_str();
@@ -94,10 +94,13 @@ void RegisterDataCommand(CLI::App& app) {
   cmd->add_option("--threads", args->build.threads, "Encoding / training threads (0 = all cores)");
   cmd->add_flag("--force", args->build.force, "Rebuild even what is up to date");
   cmd->add_flag("--quiet", args->quiet, "No progress bars");
-  cmd->add_option("--from-shards", args->from_shards,
+  CLI::Option* from = cmd->add_option("--from-shards", args->from_shards,
                   "Use existing Parameter Golf shards (e.g. fineweb10B_sp1024) unchanged: check "
-                  "them and write byte_table.json / meta.json");
-  cmd->add_option("--tokenizer", args->tokenizer, "The .model of --from-shards");
+                  "them and write byte_table.json / meta.json")
+                         ->excludes(vocab)
+                         ->excludes(corpus)
+                         ->excludes(max_bytes);
+  cmd->add_option("--tokenizer", args->tokenizer, "The .model of --from-shards")->needs(from);
   cmd->callback([args, out] {
     args->out_given = out->count() > 0;
     if (args->build.vocabs.empty()) args->build.vocabs = {1024};
