@@ -15,6 +15,8 @@ PACKAGES=(
   libgloo-dev
   # data and artifacts
   libsentencepiece-dev sentencepiece libzstd-dev zlib1g-dev
+  # the reference's Python SentencePiece API: tests/data cross-checks byte tables and shards
+  python3-sentencepiece
   # C++ libraries
   nlohmann-json3-dev libcli11-dev libyaml-cpp-dev libcpp-httplib-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev
