@@ -1,0 +1,75 @@
+// Spool: the worker's on-disk queue of messages the controller has not yet
+// acknowledged — event batches (ReportEventsRequest) and completions
+// (CompleteJobRequest). A message is made durable (written to a temporary file,
+// fsync'd, renamed, directory fsync'd) before it is first sent, and removed
+// only after the controller acknowledged it, so a controller outage or restart
+// loses nothing the worker saw; a worker restart replays what is left, in order.
+//
+// One file per record, named by a 20-digit sequence number and its kind
+// ("00000000000000000042.events"), so order survives restarts and a torn write
+// leaves only a "*.tmp" file, which Open deletes.
+//
+// Thread-safe: all methods may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "caddie/v1/worker_service.pb.h"
+
+namespace caddie::worker {
+
+using SpoolMessage = std::variant<caddie::v1::ReportEventsRequest, caddie::v1::CompleteJobRequest>;
+
+struct SpoolRecord {
+  uint64_t id = 0;  // increasing; the replay order
+  SpoolMessage message;
+
+  const std::string& job_id() const;
+  bool is_completion() const { return message.index() == 1; }
+};
+
+class Spool {
+ public:
+  // Opens (creating) the spool in `dir` and loads what a previous process left.
+  // Internal when the directory cannot be created or read (naming it). A record
+  // that does not parse is renamed to "*.bad" and skipped, so it cannot block replay.
+  static absl::StatusOr<std::unique_ptr<Spool>> Open(std::string dir);
+
+  // Durably appends a record; returns its id. Internal (naming the file) on I/O errors.
+  absl::StatusOr<uint64_t> Append(SpoolMessage message);
+
+  // The oldest record, if any.
+  std::optional<SpoolRecord> Front() const;
+  // All records in order.
+  std::vector<SpoolRecord> List() const;
+  size_t size() const;
+
+  // Removes an acknowledged record. Removing an unknown id is OK (idempotent).
+  absl::Status Remove(uint64_t id);
+  // Removes every record of `job_id` (its lease was lost: nothing more may be sent).
+  // Returns how many were removed.
+  int RemoveJob(const std::string& job_id);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  explicit Spool(std::string dir) : dir_(std::move(dir)) {}
+  std::string PathOf(const SpoolRecord& r) const;
+
+  const std::string dir_;  // constant after construction
+
+  mutable absl::Mutex mu_;
+  std::vector<SpoolRecord> records_ ABSL_GUARDED_BY(mu_);  // ordered by id
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace caddie::worker
