@@ -216,11 +216,14 @@ torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h) {
 torch::Tensor GptImpl::Loss(const torch::Tensor& x, const torch::Tensor& y) {
   auto h = Hidden(x);
   auto logits = LogitsFromHidden(h.reshape({-1, h.size(-1)}));  // (B*T, V)
-  return F::cross_entropy(logits.to(torch::kFloat32), y.reshape(-1));
+  // float32 as the reference (logits.float()); a float64 model stays float64 (tests).
+  if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat32);
+  return F::cross_entropy(logits, y.reshape(-1));
 }
 
 torch::Tensor GptImpl::Logits(const torch::Tensor& x) {
-  return LogitsFromHidden(Hidden(x)).to(torch::kFloat32);
+  auto logits = LogitsFromHidden(Hidden(x));
+  return logits.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat32);
 }
 
 // --- Muon -------------------------------------------------------------------

@@ -24,7 +24,6 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <stdexcept>
-#include <thread>
 
 #include "common/core/events.h"
 #include "common/core/shard_format.h"
@@ -349,10 +348,12 @@ torch::Device PickDevice(const TrainSpec& spec, const RankEnv& env) {
                    : torch::Device(torch::kCPU);
 }
 
-void SetThreads(const RankEnv& env) {
-  if (std::getenv("OMP_NUM_THREADS") != nullptr) return;
-  const int hw = std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(std::max(1, hw / std::max(1, env.local_world_size)));
+// CPU threads per rank: OMP_NUM_THREADS when set, else 1. Measured on the shared 2-core
+// machine: a tiny config runs 75 ms/step with 1 intra-op thread and 590-2250 ms/step with
+// 2, because idle OpenMP workers spin while OpenBLAS and other processes need the cores.
+void SetThreads(bool cuda) {
+  if (std::getenv("OMP_NUM_THREADS") != nullptr || cuda) return;
+  torch::set_num_threads(1);
 }
 
 // ---------------------------------------------------------------------------
@@ -361,9 +362,9 @@ void SetThreads(const RankEnv& env) {
 
 int Train(const TrainSpec& spec, const RankEnv& env) {
   CheckImplemented(spec);
-  SetThreads(env);
   const torch::Device device = PickDevice(spec, env);
   const bool cuda = device.is_cuda();
+  SetThreads(cuda);
   const bool master = env.rank == 0;
   Dist dist(env, cuda);
 
@@ -551,9 +552,21 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
     tokens_since_log += spec.train_batch_tokens;
 
     const double approx_ms = training_ms + ms_since(t0);
-    const bool stopping = (max_ms > 0 && approx_ms >= max_ms) || g_stop_requested.load();
-    if (spec.log_every > 0 && (step <= 10 || step % spec.log_every == 0 || stopping)) {
-      const double loss = train_loss.item<double>();  // syncs the device
+    // Every rank must stop after the same step: agree on the budget and on SIGTERM
+    // (sums > 0 = some rank saw it). The train loss is averaged over ranks with them.
+    auto shared = torch::stack({(max_ms > 0 && approx_ms >= max_ms) ? torch::ones({}) : torch::zeros({}),
+                                g_stop_requested.load() ? torch::ones({}) : torch::zeros({}),
+                                train_loss.detach().to(torch::kCPU, torch::kFloat32)})
+                      .to(device);
+    dist.AllReduce(shared);
+    shared = shared.cpu();
+    const bool budget_hit = shared[0].item<float>() > 0, term_hit = shared[1].item<float>() > 0;
+    const double loss = shared[2].item<double>() / dist.world;
+    if (!stop_after && (budget_hit || term_hit)) {
+      stop_after = step;
+      exit_reason = term_hit ? events::kTerminated : events::kTimeBudget;
+    }
+    if (spec.log_every > 0 && (step <= 10 || step % spec.log_every == 0 || stop_after)) {
       const double dt = std::max(approx_ms - log_t0_ms, 1e-6);
       log.Emit(events::kStep, {{events::kStepNum, step},
                                {events::kTrainLoss, loss},
@@ -564,16 +577,6 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
                                {events::kMemBytes, MemoryBytesNow(cuda, env.local_rank)}});
       tokens_since_log = 0;
       log_t0_ms = approx_ms;
-    }
-    // Every rank must stop after the same step: agree on the budget and on SIGTERM.
-    auto flags = torch::tensor({(max_ms > 0 && approx_ms >= max_ms) ? 1.0 : 0.0,
-                                g_stop_requested.load() ? 1.0 : 0.0},
-                               torch::kFloat32).to(device);
-    dist.AllReduce(flags, c10d::ReduceOp::MAX);
-    flags = flags.cpu();
-    if (!stop_after && (flags[0].item<float>() > 0 || flags[1].item<float>() > 0)) {
-      stop_after = step;
-      exit_reason = flags[1].item<float>() > 0 ? events::kTerminated : events::kTimeBudget;
     }
   }
   const double tokens_per_s = training_ms > 0 ? step * spec.train_batch_tokens / (training_ms / 1000.0) : 0;
@@ -698,9 +701,9 @@ int RunTrainer(const TrainSpec& spec, const RankEnv& env) {
 int RunBenchmark(const TrainSpec& spec, int64_t steps) {
   try {
     RankEnv env;
-    SetThreads(env);
     const torch::Device device = PickDevice(spec, env);
     const bool cuda = device.is_cuda();
+    SetThreads(cuda);
     torch::manual_seed(spec.seed);
     Gpt model(spec);
     model->to(device);

@@ -1,0 +1,378 @@
+// End-to-end tests of caddie-train as real processes on the real-corpus test data:
+// learning, data parallel over gloo, determinism, warm-up restore, budgets, SIGTERM
+// and bad specs. Needs CADDIE_BINARY_DIR (caddie-train) and CADDIE_TESTDATA.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/core/shard_format.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  EXPECT_NE(v, nullptr) << name << " is not set";
+  return v ? v : "";
+}
+
+std::string TrainerPath() { return Env("CADDIE_BINARY_DIR") + "/model/caddie-train"; }
+std::string Data() { return Env("CADDIE_TESTDATA") + "/sp1024"; }
+
+std::string ReadFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A tiny model on the real corpus: 2 layers x 64, 4/2 heads, 2,048 tokens a step.
+json TinySpec() {
+  return {{"data", Data()},         {"num_layers", 2},          {"model_dim", 64},
+          {"num_heads", 4},         {"num_kv_heads", 2},        {"seq_len", 64},
+          {"train_batch_tokens", 2048}, {"grad_accum_steps", 1}, {"iterations", 12},
+          {"warmup_steps", 0},      {"warmdown_iters", 0},      {"val_every", 0},
+          {"log_every", 1},         {"val_batch_tokens", 16384}, {"val_max_tokens", 16384},
+          {"max_wallclock_seconds", 0}};
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string t = (fs::temp_directory_path() / "caddie-train-test-XXXXXX").string();
+    path_ = ::mkdtemp(t.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+struct Proc {
+  pid_t pid = -1;
+  fs::path out, err;
+};
+
+// Starts caddie-train with `args`, extra environment `env`, stdout/stderr to files in `dir`.
+Proc Start(const fs::path& dir, const std::string& tag, const std::vector<std::string>& args,
+           const std::map<std::string, std::string>& env = {}) {
+  Proc p{-1, dir / (tag + ".out"), dir / (tag + ".err")};
+  p.pid = ::fork();
+  if (p.pid == 0) {
+    int out = ::open(p.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    int err = ::open(p.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    ::setenv("OMP_NUM_THREADS", "1", 1);
+    std::vector<std::string> all = {TrainerPath()};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return p;
+}
+
+int Wait(const Proc& p) {
+  int status = 0;
+  ::waitpid(p.pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::vector<json> Events(const fs::path& out) {
+  std::vector<json> ev;
+  std::istringstream in(ReadFile(out));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) ev.push_back(json::parse(line));
+  }
+  return ev;
+}
+
+struct RunResult {
+  int code;
+  std::vector<json> events;
+  std::string err;
+  fs::path run_dir;
+  json Last(const std::string& type) const {
+    for (auto it = events.rbegin(); it != events.rend(); ++it) {
+      if ((*it)["event"] == type) return *it;
+    }
+    return json();
+  }
+  std::vector<double> Losses() const {
+    std::vector<double> l;
+    for (const auto& e : events) {
+      if (e["event"] == "step") l.push_back(e["train_loss"].get<double>());
+    }
+    return l;
+  }
+};
+
+RunResult TrainOnce(const TempDir& tmp, const std::string& tag, const json& spec) {
+  const fs::path spec_path = tmp.path() / (tag + ".json");
+  std::ofstream(spec_path) << spec.dump();
+  const fs::path run_dir = tmp.path() / tag;
+  Proc p = Start(tmp.path(), tag, {"--spec", spec_path.string(), "--run-dir", run_dir.string()});
+  int code = Wait(p);
+  return RunResult{code, Events(p.out), ReadFile(p.err), run_dir};
+}
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+std::map<std::string, torch::Tensor> LoadModel(const fs::path& run_dir, const std::vector<std::string>& names) {
+  torch::serialize::InputArchive ar;
+  ar.load_from((run_dir / "final_model.pt").string());
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& n : names) ar.read(n, out[n]);
+  return out;
+}
+
+const std::vector<std::string> kTinyNames = {
+    "tok_emb.weight", "skip_weights", "blocks.0.attn.c_q.weight", "blocks.0.attn.q_gain",
+    "blocks.1.mlp.fc.weight", "blocks.1.mlp.proj.weight", "blocks.1.resid_mix"};
+
+// Uniform prediction: log2(V) bits per token, times tokens per byte of the val split.
+double UniformBpb(int64_t max_tokens) {
+  auto table = caddie::ReadByteTable(Data() + "/byte_table.json");
+  auto shards = caddie::ListShards(Data(), "val");
+  EXPECT_TRUE(table.ok() && shards.ok());
+  std::vector<uint16_t> v;
+  for (const auto& s : *shards) {
+    auto t = caddie::ReadShard(s);
+    v.insert(v.end(), t->begin(), t->end());
+  }
+  const int64_t n = std::min<int64_t>(max_tokens, static_cast<int64_t>(v.size()) - 1);
+  double bytes = 0;
+  for (int64_t i = 0; i < n; ++i) bytes += table->TokenBytes(v[i], v[i + 1]);
+  return std::log2(1024.0) * n / bytes;
+}
+
+TEST(TrainRunTest, TwoHundredStepsLearnTheRealCorpus) {
+  TempDir tmp;
+  json spec = TinySpec();
+  spec["iterations"] = 200;
+  spec["log_every"] = 50;
+  spec["val_every"] = 100;
+  RunResult r = TrainOnce(tmp, "learn", spec);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json start = r.events.front();
+  EXPECT_EQ(start["event"], "start");
+  EXPECT_EQ(start["world_size"], 1);
+  EXPECT_EQ(start["device"], "cpu");
+  EXPECT_EQ(start["spec"]["model_dim"], 64);
+  const json fin = r.Last("final");
+  ASSERT_FALSE(fin.is_null());
+  EXPECT_EQ(fin["exit_reason"], "completed");
+  EXPECT_EQ(fin["steps"], 200);
+  const double uniform = UniformBpb(16384 - 16384 % 64);
+  const double bpb = fin["val_bpb"].get<double>();
+  EXPECT_LT(bpb, 0.75 * uniform) << "uniform " << uniform;
+  // The artifact round trip (int8 + zstd) barely moves it; every final field is there.
+  EXPECT_NEAR(fin["val_bpb_post_quant"].get<double>(), bpb, 0.02);
+  EXPECT_GT(fin["artifact_bytes"].get<int64_t>(), fin["model_bytes"].get<int64_t>());
+  EXPECT_EQ(fin["artifact_bytes"].get<int64_t>(),
+            fin["model_bytes"].get<int64_t>() + fin["code_bytes"].get<int64_t>());
+  EXPECT_EQ(fin["limit_bytes"], 16000000);
+  EXPECT_EQ(fin["within_budget"], true);
+  EXPECT_EQ(fin["params"], start["params"]);
+  EXPECT_TRUE(fs::exists(fin["artifact_path"].get<std::string>()));
+  for (const char* k : {"train_time_s", "val_loss", "quant_gap", "tokens_per_s", "peak_mem_bytes"}) {
+    EXPECT_TRUE(fin.contains(k)) << k;
+  }
+  // val events at steps 0, 100, 200, falling.
+  std::vector<double> vals;
+  for (const auto& e : r.events) {
+    if (e["event"] == "val") vals.push_back(e["val_bpb"].get<double>());
+  }
+  ASSERT_EQ(vals.size(), 3u);
+  EXPECT_GT(vals[0], 0.9 * uniform);
+  EXPECT_LT(vals[2], vals[1]);
+  const json step = r.Last("step");
+  for (const char* k : {"step", "train_loss", "lr_scale", "tokens_per_s", "step_ms", "train_time_s", "mem_bytes"}) {
+    EXPECT_TRUE(step.contains(k)) << k;
+  }
+  // The run directory has the log, the resolved spec, the model and the events.
+  for (const char* f : {"train.log", "spec.json", "final_model.pt", "final_model.caddie", "events.jsonl"}) {
+    EXPECT_TRUE(fs::exists(r.run_dir / f)) << f;
+  }
+}
+
+// 2 ranks x 1 micro-batch read the same token spans as 1 rank x 2 micro-batches
+// (the reference's loader), so the averaged gradients and the weights must agree.
+TEST(TrainRunTest, TwoGlooRanksMatchOneRankWithTwiceTheBatch) {
+  TempDir tmp;
+  json one = TinySpec();
+  one["grad_accum_steps"] = 2;
+  RunResult single = TrainOnce(tmp, "one", one);
+  ASSERT_EQ(single.code, 0) << single.err;
+
+  json two = TinySpec();
+  const fs::path spec_path = tmp.path() / "two.json";
+  std::ofstream(spec_path) << two.dump();
+  const std::string port = std::to_string(FreePort());
+  std::vector<Proc> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.push_back(Start(tmp.path(), "rank" + std::to_string(r),
+                          {"--spec", spec_path.string(), "--run-dir", (tmp.path() / "two").string()},
+                          {{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", std::to_string(r)},
+                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", port}}));
+  }
+  for (auto& p : ranks) ASSERT_EQ(Wait(p), 0) << ReadFile(p.err);
+  // Only rank 0 writes events.
+  EXPECT_TRUE(Events(ranks[1].out).empty());
+  RunResult dual{0, Events(ranks[0].out), "", tmp.path() / "two"};
+  EXPECT_EQ(dual.Last("start")["world_size"], 2);
+
+  auto a = single.Losses(), b = dual.Losses();
+  ASSERT_EQ(a.size(), 12u);
+  ASSERT_EQ(b.size(), 12u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4) << "step " << i + 1;
+  EXPECT_NEAR(single.Last("final")["val_bpb"].get<double>(), dual.Last("final")["val_bpb"].get<double>(), 1e-4);
+  auto wa = LoadModel(single.run_dir, kTinyNames), wb = LoadModel(dual.run_dir, kTinyNames);
+  for (const auto& n : kTinyNames) {
+    EXPECT_TRUE(torch::allclose(wa[n], wb[n], 1e-3, 1e-4))
+        << n << " max diff " << (wa[n] - wb[n]).abs().max().item<float>();
+  }
+  // And training moved them (the comparison is not of two initial states).
+  EXPECT_GT(wa["blocks.1.mlp.proj.weight"].abs().max().item<float>(), 1e-3);
+}
+
+TEST(TrainRunTest, SameSeedSameCurveAndWarmupIsUndone) {
+  TempDir tmp;
+  RunResult a = TrainOnce(tmp, "a", TinySpec());
+  RunResult b = TrainOnce(tmp, "b", TinySpec());
+  json warm = TinySpec();
+  warm["warmup_steps"] = 3;  // real steps, then weights, optimizers and loader are reset
+  RunResult w = TrainOnce(tmp, "w", warm);
+  json other = TinySpec();
+  other["seed"] = 7;
+  RunResult c = TrainOnce(tmp, "c", other);
+  for (const RunResult* r : {&a, &b, &w, &c}) ASSERT_EQ(r->code, 0) << r->err;
+  ASSERT_EQ(a.Losses().size(), 12u);
+  EXPECT_EQ(a.Losses(), b.Losses());
+  EXPECT_EQ(a.Losses(), w.Losses());
+  EXPECT_NE(a.Losses(), c.Losses());
+}
+
+TEST(TrainRunTest, TimeBudgetStopsTraining) {
+  TempDir tmp;
+  json spec = TinySpec();
+  spec["iterations"] = 1000000;
+  spec["max_wallclock_seconds"] = 1.5;
+  spec["log_every"] = 0;
+  spec["warmdown_iters"] = 10;
+  const auto t0 = std::chrono::steady_clock::now();
+  RunResult r = TrainOnce(tmp, "budget", spec);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json fin = r.Last("final");
+  EXPECT_EQ(fin["exit_reason"], "time_budget");
+  EXPECT_GE(fin["train_time_s"].get<double>(), 1.5);
+  EXPECT_LT(fin["train_time_s"].get<double>(), 4.0);
+  EXPECT_GT(fin["steps"].get<int64_t>(), 0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60.0);
+}
+
+TEST(TrainRunTest, SigtermFinishesStepEvaluatesExportsAndExitsZero) {
+  TempDir tmp;
+  json spec = TinySpec();
+  spec["iterations"] = 1000000;
+  const fs::path spec_path = tmp.path() / "term.json";
+  std::ofstream(spec_path) << spec.dump();
+  Proc p = Start(tmp.path(), "term", {"--spec", spec_path.string(), "--run-dir", (tmp.path() / "term").string()});
+  // Wait for the third step event, then ask it to stop.
+  for (int i = 0; i < 600; ++i) {
+    int steps = 0;
+    for (const auto& e : Events(p.out)) steps += e["event"] == "step";
+    if (steps >= 3) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(Wait(p), 0) << ReadFile(p.err);
+  auto ev = Events(p.out);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev.back()["event"], "final");
+  EXPECT_EQ(ev.back()["exit_reason"], "terminated");
+  EXPECT_LT(ev.back()["steps"].get<int64_t>(), 1000000);
+  EXPECT_TRUE(std::isfinite(ev.back()["val_bpb_post_quant"].get<double>()));
+  EXPECT_TRUE(fs::exists(tmp.path() / "term" / "final_model.caddie"));
+}
+
+struct BadCase {
+  std::string name;
+  json patch;
+  std::string message;
+};
+
+TEST(TrainRunTest, BadSpecsExitTwoWithAClearMessage) {
+  TempDir tmp;
+  fs::create_directories(tmp.path() / "empty");
+  const std::vector<BadCase> cases = {
+      {"unknown", {{"num_layer", 3}}, "unknown spec key \"num_layer\" (did you mean \"num_layers\"?)"},
+      {"zero_layers", {{"num_layers", 0}}, "spec key \"num_layers\" = 0 is out of range [1, 256]"},
+      {"heads", {{"num_heads", 3}}, "num_heads = 3 must divide model_dim = 64"},
+      {"no_shards", {{"data", (tmp.path() / "empty").string()}}, "no train shards"},
+      {"vocab", {{"vocab_size", 256}}, "byte_table.json has vocab_size 1024 but spec vocab_size = 256"},
+      {"batch", {{"train_batch_tokens", 2000}}, "train_batch_tokens = 2000 must be a multiple of"},
+      {"unimplemented", {{"loops", 2}}, "spec key \"loops\" = 2 is not implemented"},
+  };
+  for (const auto& c : cases) {
+    json spec = TinySpec();
+    spec.update(c.patch);
+    RunResult r = TrainOnce(tmp, c.name, spec);
+    EXPECT_EQ(r.code, 2) << c.name << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(c.message)) << c.name;
+    ASSERT_FALSE(r.events.empty()) << c.name;
+    EXPECT_EQ(r.events.back()["event"], "error") << c.name;
+    EXPECT_THAT(r.events.back()["message"].get<std::string>(), HasSubstr(c.message)) << c.name;
+  }
+  // Not a file, and a malformed rank environment.
+  Proc p = Start(tmp.path(), "nofile", {"--spec", (tmp.path() / "missing.json").string()});
+  EXPECT_EQ(Wait(p), 2);
+  EXPECT_THAT(ReadFile(p.err), HasSubstr("cannot read spec file"));
+  const fs::path ok = tmp.path() / "ok.json";
+  std::ofstream(ok) << TinySpec().dump();
+  Proc q = Start(tmp.path(), "env", {"--spec", ok.string()}, {{"WORLD_SIZE", "two"}});
+  EXPECT_EQ(Wait(q), 2);
+  EXPECT_THAT(ReadFile(q.err), HasSubstr("WORLD_SIZE=\"two\" must be an integer"));
+}
+
+}  // namespace
