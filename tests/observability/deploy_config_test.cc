@@ -13,6 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_replace.h"
 #include "common/metric_names.h"
 #include "tests/observability/obs_test_util.h"
 
@@ -180,6 +181,36 @@ TEST(DashboardTest, DashboardsCoverEveryMetricAndOnlyKnownOnes) {
     }
   }
   for (const std::string& name : known) EXPECT_TRUE(used.count(name)) << name << " is on no panel";
+}
+
+// Every panel query is valid PromQL, checked offline by Prometheus's own
+// parser: each becomes a recording rule for `promtool check rules`.
+TEST(DashboardTest, EveryPanelQueryParsesAsPromQL) {
+  TempDir dir;
+  YAML::Emitter out;
+  out << YAML::BeginMap << YAML::Key << "groups" << YAML::Value << YAML::BeginSeq << YAML::BeginMap
+      << YAML::Key << "name" << YAML::Value << "dashboards" << YAML::Key << "rules" << YAML::Value
+      << YAML::BeginSeq;
+  int n = 0;
+  for (const char* f : {"caddie-sweep.json", "caddie-fleet.json"}) {
+    const nlohmann::json d = nlohmann::json::parse(ReadFile(Dashboards() / f));
+    for (const auto& [title, expr] : DashboardExprs(d)) {
+      // Grafana's variables as Grafana would expand them.
+      const std::string q = absl::StrReplaceAll(
+          expr, {{"$__rate_interval", "1m"}, {"$__interval", "15s"}, {"$sweep", ".*"}});
+      EXPECT_EQ(q.find('$'), std::string::npos) << "unexpanded variable in " << title;
+      out << YAML::BeginMap << YAML::Key << "record" << YAML::Value
+          << "caddie:dashboard_query_" + std::to_string(n++) << YAML::Key << "expr"
+          << YAML::Value << q << YAML::EndMap;
+    }
+  }
+  out << YAML::EndSeq << YAML::EndMap << YAML::EndSeq << YAML::EndMap;
+  WriteFile(dir.path() / "dash.yml", out.c_str());
+  const CommandResult r =
+      RunCommand({"promtool", "check", "rules", (dir.path() / "dash.yml").string()});
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("SUCCESS: " + std::to_string(n) + " rules found"));
+  EXPECT_GE(n, 30);
 }
 
 TEST(DashboardTest, ProvisioningFilesMatchComposeMounts) {
