@@ -1,0 +1,470 @@
+#include "cli/commands.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "cli/exit_codes.h"
+#include "cli/interrupt.h"
+#include "cli/render.h"
+#include "cli/sweep_file.h"
+
+namespace caddie::cli {
+namespace {
+
+using nlohmann::json;
+
+void Print(const std::string& s) {
+  std::fwrite(s.data(), 1, s.size(), stdout);
+  std::fflush(stdout);
+}
+
+Style OutStyle(const GlobalOptions& g) { return Style(ShouldColor(STDOUT_FILENO, g.no_color)); }
+Style ErrStyle(const GlobalOptions& g) { return Style(ShouldColor(STDERR_FILENO, g.no_color)); }
+
+std::unique_ptr<Client> MakeClient(const GlobalOptions& g) {
+  auto conn = ResolveFromGlobals(g);
+  if (!conn.ok()) Fail(conn.status());
+  return std::make_unique<Client>(*conn, g.timeout_s);
+}
+
+template <typename T>
+T OrFail(absl::StatusOr<T> v) {
+  if (!v.ok()) Fail(v.status());
+  return *std::move(v);
+}
+
+// Ctrl-C during a streaming command cancels its calls, so it ends cleanly.
+struct CancelOnInterrupt {
+  explicit CancelOnInterrupt(Client* c) {
+    OnInterrupt([c](int) { c->Cancel(); });
+  }
+  ~CancelOnInterrupt() { OnInterrupt(nullptr); }
+};
+
+// --- sweep validate / submit ---------------------------------------------
+
+struct SweepArgs {
+  std::string file;
+  bool json = false;
+  bool watch = false;
+};
+
+void PrintCheckHuman(const SweepCheck& c, const Style& out, const Style& err) {
+  const std::string issues = FormatIssues(c, err.color());
+  if (!issues.empty()) std::fputs(issues.c_str(), stderr);
+  if (!c.ok()) {
+    std::fprintf(stderr, "%s: %zu error%s; nothing was submitted\n", c.path.c_str(), c.errors.size(),
+                 c.errors.size() == 1 ? "" : "s");
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& j : c.jobs) {
+    std::string params;
+    for (auto it = j.params.begin(); it != j.params.end(); ++it) {
+      params += (params.empty() ? "" : " ") + it.key() + "=" +
+                (it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+    }
+    rows.push_back({absl::StrCat(j.index), params.empty() ? "-" : params});
+  }
+  const auto& s = c.spec;
+  const double train = s.budget().train_seconds() > 0 ? s.budget().train_seconds() : 600;
+  Print(absl::StrCat(out.Bold("sweep " + s.name()), ": ", c.jobs.size(), " job", c.jobs.size() == 1 ? "" : "s",
+                     " (", c.sweep_json.value("mode", "grid"), "), ",
+                     s.gpus() == 0 ? std::string("CPU jobs") : absl::StrCat(s.gpus(), " GPU(s) per job"),
+                     ", train budget ", FormatDuration(train), " per job (",
+                     FormatDuration(train * static_cast<double>(c.jobs.size())), " of training in all), priority ",
+                     s.priority(), ", up to ", s.max_attempts(), " attempts\n"));
+  Print(FormatTable({"#", "PARAMS"}, rows, {0}, out));
+}
+
+json CheckJson(const SweepCheck& c) {
+  json j = json::object();
+  j["file"] = c.path;
+  j["valid"] = c.ok();
+  auto issues = [](const std::vector<SweepIssue>& v) {
+    json a = json::array();
+    for (const auto& i : v) {
+      a.push_back({{"line", i.pos.line}, {"column", i.pos.column}, {"key", i.key}, {"message", i.message}});
+    }
+    return a;
+  };
+  j["errors"] = issues(c.errors);
+  j["warnings"] = issues(c.warnings);
+  if (c.ok()) {
+    j["spec"] = ToJsonValue(c.spec);
+    j["sweep"] = c.sweep_json;
+    json jobs = json::array();
+    for (const auto& job : c.jobs) jobs.push_back({{"index", job.index}, {"params", job.params}, {"spec", job.spec}});
+    j["jobs"] = jobs;
+  }
+  return j;
+}
+
+void RunSweepValidate(const GlobalOptions& g, const SweepArgs& a) {
+  SweepCheck c = CheckSweepFile(a.file);
+  if (a.json) {
+    Print(CheckJson(c).dump(2) + "\n");
+  } else {
+    PrintCheckHuman(c, OutStyle(g), ErrStyle(g));
+  }
+  if (!c.ok()) throw CLI::RuntimeError(kExitBadInput);
+}
+
+int WatchJob(const GlobalOptions& g, Client& client, const std::string& job_id, bool json_lines);
+
+void RunSweepSubmit(const GlobalOptions& g, const SweepArgs& a) {
+  SweepCheck c = CheckSweepFile(a.file);
+  if (!c.ok()) {
+    if (a.json) {
+      Print(CheckJson(c).dump(2) + "\n");
+    } else {
+      PrintCheckHuman(c, OutStyle(g), ErrStyle(g));
+    }
+    throw CLI::RuntimeError(kExitBadInput);
+  }
+  if (!a.json) std::fputs(FormatIssues(c, ErrStyle(g).color()).c_str(), stderr);  // warnings
+  auto client = MakeClient(g);
+  v1::SubmitSweepRequest req;
+  *req.mutable_spec() = c.spec;
+  auto resp = OrFail(client->SubmitSweep(req));
+  if (a.json) {
+    Print(ToJsonString(resp) + "\n");
+    return;
+  }
+  const Style st = OutStyle(g);
+  v1::ListJobsResponse jobs;
+  *jobs.mutable_jobs() = resp.jobs();
+  Print(absl::StrCat("submitted sweep ", st.Bold(resp.sweep().id()), " (", resp.sweep().spec().name(), "): ",
+                     resp.jobs_size(), " jobs\n"));
+  Print(JobsTable(jobs, NowUnixMs(), st));
+  Print(absl::StrCat("follow it with: caddie jobs --sweep ", resp.sweep().id(),
+                     resp.jobs_size() > 0 ? absl::StrCat("  |  caddie watch ", resp.jobs(0).id()) : "", "\n"));
+  if (a.watch && resp.jobs_size() > 0) {
+    const int rc = WatchJob(g, *client, resp.jobs(0).id(), false);
+    if (rc != 0) throw CLI::RuntimeError(rc);
+  }
+}
+
+// --- read commands --------------------------------------------------------
+
+struct ListArgs {
+  std::string sweep;
+  std::vector<std::string> states;
+  int limit = 100;
+  bool json = false;
+  std::string id;
+  bool follow = false;
+  int tail = 0;
+  std::string reason;
+};
+
+void RunSweeps(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  auto r = OrFail(client->ListSweeps(a.limit));
+  Print(a.json ? ToJsonString(r) + "\n" : SweepsTable(r, NowUnixMs(), OutStyle(g)));
+}
+
+void RunSweepShow(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  auto s = OrFail(client->GetSweep(a.id));
+  v1::ListJobsRequest req;
+  req.set_sweep_id(a.id);
+  req.set_limit(a.limit);
+  auto jobs = OrFail(client->ListJobs(req));
+  if (a.json) {
+    json j = {{"sweep", ToJsonValue(s)}, {"jobs", ToJsonValue(jobs)["jobs"]}};
+    Print(j.dump(2) + "\n");
+    return;
+  }
+  v1::ListSweepsResponse one;
+  *one.add_sweeps() = s;
+  Print(SweepsTable(one, NowUnixMs(), OutStyle(g)) + "\n" + JobsTable(jobs, NowUnixMs(), OutStyle(g)));
+}
+
+void RunJobs(const GlobalOptions& g, const ListArgs& a) {
+  v1::ListJobsRequest req;
+  req.set_sweep_id(a.sweep);
+  req.set_limit(a.limit);
+  for (const std::string& s : a.states) {
+    auto st = ParseState(s);
+    if (!st) {
+      Fail(absl::InvalidArgumentError(absl::StrCat("--state \"", s, "\" is not a job state; one of ", AllStateNames())));
+    }
+    req.add_states(*st);
+  }
+  auto client = MakeClient(g);
+  auto r = OrFail(client->ListJobs(req));
+  Print(a.json ? ToJsonString(r) + "\n" : JobsTable(r, NowUnixMs(), OutStyle(g)));
+}
+
+void RunJob(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  auto j = OrFail(client->GetJob(a.id));
+  Print(a.json ? ToJsonString(j) + "\n" : JobDetail(j, NowUnixMs(), OutStyle(g)));
+}
+
+int ExitCodeForJob(const v1::Job& j) {
+  return j.state() == v1::JOB_STATE_SUCCEEDED ? kExitOk : kExitJobFailed;
+}
+
+// Streams the job until it ends; on a terminal redraws one status line in place.
+int WatchJob(const GlobalOptions& g, Client& client, const std::string& job_id, bool json_lines) {
+  const Style st = OutStyle(g);
+  const bool tty = isatty(STDOUT_FILENO) == 1;
+  WatchView view(job_id);
+  CancelOnInterrupt cancel(&client);
+  bool status_shown = false;
+  auto clear_status = [&] {
+    if (status_shown) Print("\r\033[K");
+    status_shown = false;
+  };
+  // The stream ends when the job does; a dropped connection is resumed from the
+  // last event seen, a few times.
+  int reconnects = 0;
+  while (true) {
+    absl::Status s = client.WatchJob(job_id, view.last_seq(), [&](const v1::WatchJobResponse& r) {
+      if (json_lines) {
+        if (r.has_job()) Print(json({{"job", ToJsonValue(r.job())}}).dump() + "\n");
+        for (const auto& e : r.events()) {
+          json ev = json::parse(e.json(), nullptr, false);
+          Print(json({{"seq", e.seq()}, {"type", e.type()}, {"attempt", e.attempt()},
+                      {"event", ev.is_discarded() ? json(e.json()) : ev}})
+                    .dump() +
+                "\n");
+        }
+        view.Apply(r, st);
+        return true;
+      }
+      const std::string lines = view.Apply(r, st);
+      if (tty) {
+        clear_status();
+        Print(lines);
+        if (!view.finished()) {
+          Print(view.StatusLine(st));
+          status_shown = true;
+        }
+      } else {
+        Print(lines);
+        bool progressed = false;
+        for (const auto& e : r.events()) progressed |= e.type() == "step";
+        if (progressed) Print(view.StatusLine(st) + "\n");
+      }
+      return true;
+    });
+    if (s.code() == absl::StatusCode::kCancelled) {
+      clear_status();
+      if (!json_lines) Print("\n(stopped watching; the job keeps running)\n");
+      return kExitInterrupted;
+    }
+    if (!s.ok()) {
+      clear_status();
+      if (s.code() == absl::StatusCode::kUnavailable && view.job().has_value() && reconnects < 5) {
+        ++reconnects;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        continue;
+      }
+      Fail(s);
+    }
+    if (view.finished()) break;
+    // The server ended the stream without a terminal state: ask once more.
+    auto j = client.GetJob(job_id);
+    if (!j.ok()) Fail(j.status());
+    if (IsTerminal(j->state())) {
+      v1::WatchJobResponse r;
+      *r.mutable_job() = *j;
+      clear_status();
+      if (!json_lines) Print(view.Apply(r, st));
+      break;
+    }
+    if (++reconnects > 20) Fail(absl::UnavailableError("the watch stream keeps ending before the job does"));
+  }
+  clear_status();
+  return view.job() ? ExitCodeForJob(*view.job()) : kExitFailure;
+}
+
+void RunWatch(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  const int rc = WatchJob(g, *client, a.id, a.json);
+  if (rc != 0) throw CLI::RuntimeError(rc);
+}
+
+void RunLogs(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  CancelOnInterrupt cancel(client.get());
+  std::string shown;
+  while (true) {
+    auto r = client->GetJobLogs(a.id, a.follow ? 0 : a.tail);
+    if (!r.ok()) {
+      if (r.status().code() == absl::StatusCode::kCancelled || InterruptCount() > 0) {
+        throw CLI::RuntimeError(kExitInterrupted);
+      }
+      Fail(r.status());
+    }
+    const std::string& text = r->text();
+    if (text.size() >= shown.size() && text.compare(0, shown.size(), shown) == 0) {
+      Print(text.substr(shown.size()));
+    } else {
+      Print(text);  // the log was replaced (new attempt): show it whole
+    }
+    shown = text;
+    if (!a.follow) return;
+    auto j = client->GetJob(a.id);
+    if (!j.ok()) Fail(j.status());
+    if (IsTerminal(j->state())) {
+      // One last read: lines written between the two calls.
+      auto last = client->GetJobLogs(a.id, 0);
+      if (last.ok() && last->text().size() > shown.size() && last->text().compare(0, shown.size(), shown) == 0) {
+        Print(last->text().substr(shown.size()));
+      }
+      return;
+    }
+    for (int i = 0; i < 10 && InterruptCount() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (InterruptCount() > 0) throw CLI::RuntimeError(kExitInterrupted);
+  }
+}
+
+void RunCancel(const GlobalOptions& g, const ListArgs& a, bool sweep) {
+  auto client = MakeClient(g);
+  const std::string reason = a.reason.empty() ? "cancelled with caddie cancel" : a.reason;
+  if (sweep) {
+    auto s = OrFail(client->CancelSweep(a.id, reason));
+    Print(a.json ? ToJsonString(s) + "\n" : "cancelled sweep " + OutStyle(g).Bold(s.id()) + "\n");
+    return;
+  }
+  auto j = OrFail(client->CancelJob(a.id, reason));
+  Print(a.json ? ToJsonString(j) + "\n"
+               : "job " + OutStyle(g).Bold(j.id()) + " is " + StyledState(j.state(), OutStyle(g)) + "\n");
+}
+
+void RunLeaderboard(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  auto r = OrFail(client->Leaderboard(a.sweep, a.limit));
+  Print(a.json ? ToJsonString(r) + "\n" : LeaderboardTable(r, OutStyle(g)));
+}
+
+void RunWorkers(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  auto r = OrFail(client->ListWorkers());
+  Print(a.json ? ToJsonString(r) + "\n" : WorkersTable(r, NowUnixMs(), OutStyle(g)));
+}
+
+void AddJson(CLI::App* cmd, bool& flag) {
+  cmd->add_flag("--json", flag, "Print JSON (proto field names) instead of a table, for scripts");
+}
+
+}  // namespace
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+[[noreturn]] void Fail(const absl::Status& status) {
+  const Style st(ShouldColor(STDERR_FILENO, false));
+  std::fprintf(stderr, "%s %s\n", st.Red("caddie:").c_str(), std::string(status.message()).c_str());
+  throw CLI::RuntimeError(ExitCodeFor(status));
+}
+
+absl::StatusOr<Connection> ResolveFromGlobals(const GlobalOptions& g) {
+  ConfigInputs in = InputsFromEnvironment();
+  in.flag_addr = g.addr;
+  in.flag_token = g.token;
+  in.flag_config = g.config;
+  return ResolveConnection(in);
+}
+
+void AddGlobalOptions(CLI::App& app, GlobalOptions& g) {
+  app.fallthrough();
+  app.add_option("--addr", g.addr, "Controller address HOST:PORT (else $CADDIE_ADDR, the config file, 127.0.0.1:7070)");
+  app.add_option("--token", g.token, "Bearer token (else $CADDIE_TOKEN, the config file)");
+  app.add_option("--config", g.config, "Config file (default ~/.config/caddie/config.yaml): addr, token");
+  app.add_flag("--no-color", g.no_color, "No colours (also: NO_COLOR set, or output not a terminal)");
+  app.add_option("--timeout", g.timeout_s, "Seconds to wait for each controller call")->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
+}
+
+void RegisterCommands(CLI::App& app, GlobalOptions& g) {
+  auto sa = std::make_shared<SweepArgs>();
+  auto la = std::make_shared<ListArgs>();
+
+  CLI::App* sweep = app.add_subcommand("sweep", "Validate, submit, show or cancel a sweep");
+  sweep->require_subcommand(1);
+  CLI::App* validate = sweep->add_subcommand(
+      "validate", "Dry run: check FILE and list every job; all errors at once, with line and column");
+  validate->add_option("FILE", sa->file, "Sweep file (YAML; see examples/)")->required();
+  AddJson(validate, sa->json);
+  validate->callback([&g, sa] { RunSweepValidate(g, *sa); });
+
+  CLI::App* submit = sweep->add_subcommand("submit", "Check FILE and submit it (nothing is submitted unless it is valid)");
+  submit->add_option("FILE", sa->file, "Sweep file (YAML; see examples/)")->required();
+  submit->add_flag("--watch", sa->watch, "Then watch the first job");
+  AddJson(submit, sa->json);
+  submit->callback([&g, sa] { RunSweepSubmit(g, *sa); });
+
+  CLI::App* show = sweep->add_subcommand("show", "One sweep and its jobs");
+  show->add_option("SWEEP", la->id, "Sweep id")->required();
+  show->add_option("--limit", la->limit, "At most this many jobs")->capture_default_str();
+  AddJson(show, la->json);
+  show->callback([&g, la] { RunSweepShow(g, *la); });
+
+  CLI::App* scancel = sweep->add_subcommand("cancel", "Cancel every unfinished job of a sweep");
+  scancel->add_option("SWEEP", la->id, "Sweep id")->required();
+  scancel->add_option("--reason", la->reason, "Recorded with the cancellation");
+  AddJson(scancel, la->json);
+  scancel->callback([&g, la] { RunCancel(g, *la, true); });
+
+  CLI::App* sweeps = app.add_subcommand("sweeps", "List sweeps, newest first, with job counts by state");
+  sweeps->add_option("--limit", la->limit, "At most this many")->capture_default_str();
+  AddJson(sweeps, la->json);
+  sweeps->callback([&g, la] { RunSweeps(g, *la); });
+
+  CLI::App* jobs = app.add_subcommand("jobs", "List jobs (all sweeps, or one)");
+  jobs->add_option("--sweep", la->sweep, "Only this sweep's jobs");
+  jobs->add_option("--state", la->states, "Only jobs in these states (repeat or comma-separate): " + AllStateNames())
+      ->delimiter(',');
+  jobs->add_option("--limit", la->limit, "At most this many")->capture_default_str();
+  AddJson(jobs, la->json);
+  jobs->callback([&g, la] { RunJobs(g, *la); });
+
+  CLI::App* job = app.add_subcommand("job", "One job: state, pending reason, budget, result");
+  job->add_option("JOB", la->id, "Job id")->required();
+  AddJson(job, la->json);
+  job->callback([&g, la] { RunJob(g, *la); });
+
+  CLI::App* watch = app.add_subcommand(
+      "watch", "Follow a job live: training time against the budget, loss and val_bpb as they arrive. "
+               "Exits 0 when the job succeeds, 6 when it ends otherwise");
+  watch->add_option("JOB", la->id, "Job id")->required();
+  watch->add_flag("--json", la->json, "Print each event as one JSON object per line");
+  watch->callback([&g, la] { RunWatch(g, *la); });
+
+  CLI::App* logs = app.add_subcommand("logs", "A job's trainer log");
+  logs->add_option("JOB", la->id, "Job id")->required();
+  logs->add_flag("-f,--follow", la->follow, "Keep printing new lines until the job ends");
+  logs->add_option("--tail", la->tail, "Only the last N lines (0 = all)")->capture_default_str();
+  logs->callback([&g, la] { RunLogs(g, *la); });
+
+  CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job (a running one is stopped by its worker)");
+  cancel->add_option("JOB", la->id, "Job id")->required();
+  cancel->add_option("--reason", la->reason, "Recorded with the cancellation");
+  AddJson(cancel, la->json);
+  cancel->callback([&g, la] { RunCancel(g, *la, false); });
+
+  CLI::App* lb = app.add_subcommand("leaderboard", "Finished jobs within budget, best val_bpb (after quantisation) first");
+  lb->add_option("--sweep", la->sweep, "Only this sweep");
+  lb->add_option("--limit", la->limit, "At most this many")->capture_default_str();
+  AddJson(lb, la->json);
+  lb->callback([&g, la] { RunLeaderboard(g, *la); });
+
+  CLI::App* workers = app.add_subcommand("workers", "Registered workers: GPUs, free slots, running jobs, heartbeat");
+  AddJson(workers, la->json);
+  workers->callback([&g, la] { RunWorkers(g, *la); });
+}
+
+}  // namespace caddie::cli
