@@ -192,6 +192,7 @@ TEST(TrainRunTest, TwoHundredStepsLearnTheRealCorpus) {
   spec["iterations"] = 200;
   spec["log_every"] = 50;
   spec["val_every"] = 100;
+  spec["warmdown_iters"] = 100;  // no wall-clock budget: lr decays linearly over steps 100..200
   RunResult r = TrainOnce(tmp, "learn", spec);
   ASSERT_EQ(r.code, 0) << r.err;
   const json start = r.events.front();
