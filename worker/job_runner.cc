@@ -317,6 +317,12 @@ JobOutcome JobRunner::Run() {
   };
   while (true) {
     const auto now = Clock::now();
+    // Our own kills first, so that a rank dying of our SIGKILL is not taken for a crash.
+    if (cause == StopCause::kNone) {
+      absl::MutexLock l(&mu_);
+      if (abandon_) cause = StopCause::kAbandon;
+      else if (cancel_) cause = StopCause::kCancel;
+    }
     bool all_done = true;
     for (size_t r = 0; r < ranks.size(); ++r) {
       if (ranks[r].status) continue;
@@ -333,11 +339,6 @@ JobOutcome JobRunner::Run() {
                      ranks[r].status->ToString());
         KillGroup(pgid_.load(), SIGKILL);
       }
-    }
-    if (cause == StopCause::kNone) {
-      absl::MutexLock l(&mu_);
-      if (abandon_) cause = StopCause::kAbandon;
-      else if (cancel_) cause = StopCause::kCancel;
     }
     if (cause == StopCause::kNone && first_failed_rank < 0 && !all_done) {
       Clock::time_point start, last_event;
