@@ -227,6 +227,7 @@ class Checker {
 
   // Checks a numeric key against its range; returns the value when it is valid.
   std::optional<double> Number(const std::string& path, const json& v, const Range& r) {
+    const std::string leaf = path.substr(path.find_last_of('.') + 1);
     if (!v.is_number()) {
       Error(path, "must be " + std::string(r.integer ? "an integer" : "a number") + " in " +
                       RangeText(r) + ", got " + v.dump());
@@ -234,11 +235,11 @@ class Checker {
     }
     const double d = v.get<double>();
     if (r.integer && d != std::floor(d)) {
-      Error(path, "= " + v.dump() + " must be an integer in " + RangeText(r));
+      Error(path, leaf + " = " + v.dump() + " must be an integer in " + RangeText(r));
       return std::nullopt;
     }
     if (!(d >= r.lo && d <= r.hi)) {
-      Error(path, "= " + v.dump() + " is out of range: allowed " + RangeText(r));
+      Error(path, leaf + " = " + v.dump() + " is out of range: allowed " + RangeText(r));
       return std::nullopt;
     }
     return d;
@@ -290,7 +291,8 @@ void CheckTrainValue(Checker& c, const std::string& path, const std::string& key
   one[key] = v;
   auto r = ParseTrainSpec(one);
   if (!r.ok() && IsKeyLevelError(r.status().message())) {
-    c.Error(path, r.status().message());
+    // An unknown key points at the key, a bad value at the value.
+    c.Error(path, r.status().message(), r.status().message().rfind("unknown", 0) == 0);
     return;
   }
   if (auto extra = ExtraValueRule(key, v)) c.Error(path, *extra);
@@ -401,7 +403,7 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
       }
     } else if (k == "mode") {
       if (!v.is_string() || (v != "grid" && v != "random")) {
-        c.Error(k, "= " + v.dump() + " is not one of grid | random");
+        c.Error(k, "mode = " + v.dump() + " is not one of grid | random");
       } else {
         mode = v.get<std::string>();
       }
@@ -453,11 +455,11 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
         const std::string p = "early_stopping." + e.key();
         if (e.key() == "type") {
           if (e.value() != "asha" && e.value() != "median") {
-            c.Error(p, "= " + e.value().dump() + " is not one of asha | median");
+            c.Error(p, "type = " + e.value().dump() + " is not one of asha | median");
           }
         } else if (e.key() == "metric") {
           if (e.value() != "val_bpb" && e.value() != "val_loss") {
-            c.Error(p, "= " + e.value().dump() + " is not one of val_bpb | val_loss");
+            c.Error(p, "metric = " + e.value().dump() + " is not one of val_bpb | val_loss");
           }
         } else if (e.key() == "grace_steps") {
           c.Number(p, e.value(), {0, 1e9, true});
@@ -574,13 +576,14 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
   if (early_stopping) sj["early_stopping"] = *early_stopping;
   check.sweep_json = sj;
   spec.set_sweep_json(sj.dump());
-  if (!check.errors.empty()) return check;
+  // Expansion runs even when errors were found above, so that per-job errors
+  // are reported in the same pass; values already reported are left out.
 
   // --- expansion and each job's whole spec ---
   auto jobs = ExpandSweepPreview(sj);
   if (!jobs.ok()) {
     c.Error(mode == "grid" ? "axes" : "samples", std::string(jobs.status().message()), true);
-    return check;
+    jobs = std::vector<SweepJobPreview>();  // the other errors are still sorted below
   }
   struct Group {
     std::string path;
@@ -590,14 +593,23 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
   std::map<std::string, Group> by_message;
   std::vector<std::string> order;
   for (const SweepJobPreview& job : *jobs) {
-    auto r = ParseTrainSpec(job.spec);
+    json merged = job.spec;
+    for (auto it = job.spec.begin(); it != job.spec.end(); ++it) {
+      json one = json::object();
+      one[it.key()] = it.value();
+      auto alone = ParseTrainSpec(one);
+      if ((!alone.ok() && IsKeyLevelError(alone.status().message())) || ExtraValueRule(it.key(), it.value())) {
+        merged.erase(it.key());
+      }
+    }
+    auto r = ParseTrainSpec(merged);
     std::string msg;
     std::vector<std::string> named;
     if (!r.ok()) {
       if (IsKeyLevelError(r.status().message())) continue;  // reported per value above
       msg = r.status().message();
       named = KeysNamed(msg);
-    } else if (job.spec.contains("max_wallclock_seconds") && r->max_wallclock_seconds > train_budget) {
+    } else if (merged.contains("max_wallclock_seconds") && r->max_wallclock_seconds > train_budget) {
       msg = "max_wallclock_seconds = " + FormatNumber(r->max_wallclock_seconds) +
             " exceeds budget.train_seconds = " + FormatNumber(train_budget) +
             " (the worker stops runs at the budget)";
@@ -644,6 +656,12 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
     c.Error(g.path, msg + " — in " + which);
   }
   if (check.errors.empty()) check.jobs = std::move(*jobs);
+  // In file order, as a compiler would list them.
+  auto by_pos = [](const SweepIssue& a, const SweepIssue& b) {
+    return std::make_pair(a.pos.line, a.pos.column) < std::make_pair(b.pos.line, b.pos.column);
+  };
+  std::stable_sort(check.errors.begin(), check.errors.end(), by_pos);
+  std::stable_sort(check.warnings.begin(), check.warnings.end(), by_pos);
   if (base.find("data") == base.end()) {
     c.Warn("base", "base.data is not set: jobs need a data directory made by `caddie data` (e.g. data/sp1024)");
   }

@@ -113,7 +113,7 @@ TEST(SweepFileTest, EveryErrorAtOnceWithPositionsAndSuggestions) {
   EXPECT_THAT(budgets.message, HasSubstr("did you mean \"budget\""));
   const auto& gpus = IssueFor(c, "gpus");
   EXPECT_EQ(gpus.pos.line, 9);
-  EXPECT_THAT(gpus.message, HasSubstr("= 100 is out of range: allowed [0, 64]"));
+  EXPECT_THAT(gpus.message, HasSubstr("gpus = 100 is out of range: allowed [0, 64]"));
   const auto& mode = IssueFor(c, "mode");
   EXPECT_EQ(mode.pos.line, 10);
   EXPECT_THAT(mode.message, HasSubstr("grid | random"));

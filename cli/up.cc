@@ -221,7 +221,7 @@ absl::Status Up::StartWorker() {
   std::error_code ec;
   fs::create_directories(root_ + "/worker", ec);
   SpawnOptions o;
-  o.argv = {worker_bin_, "--controller", addr_, "--spool", root_ + "/worker", "--trainer", trainer_bin_,
+  o.argv = {worker_bin_, "--controller", addr_, "--work-dir", root_ + "/worker", "--trainer", trainer_bin_,
             "--cpu-slots", absl::StrCat(a_.cpu_slots), "--id", "local"};
   o.env = CurrentEnvironment();
   o.stdout_path = worker_.log_path;

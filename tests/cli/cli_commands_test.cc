@@ -1,0 +1,239 @@
+// Every `caddie` command driven as a subprocess: against a real caddie-controller
+// and caddie-worker (running caddie-fake-train) where it needs one, and the bad
+// input cases (sweep file errors, unreachable controller, unknown ids, bad flags).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/cli/cli_harness.h"
+
+namespace caddie::clitest {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+using json = nlohmann::json;
+
+std::string Src(const std::string& rel) { return std::string(std::getenv("CADDIE_SOURCE_DIR")) + "/" + rel; }
+
+const char kSmallSweep[] = R"(name: cli-e2e
+base:
+  data: unused-by-the-fake-trainer
+  num_layers: 2
+  model_dim: 64
+  num_heads: 2
+  num_kv_heads: 1
+axes:
+  loops: [1, 2]
+gpus: 0
+budget:
+  train_seconds: 30
+)";
+
+TEST(CliOfflineTest, ValidateListsEveryJobOfAShippedExample) {
+  RunResult r = RunCaddie({"sweep", "validate", Src("examples/depth_recurrence.yaml")});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("sweep depth-recurrence: 8 jobs (grid)"));
+  EXPECT_THAT(r.out, HasSubstr("unique_blocks=9 loops=4"));
+  RunResult j = RunCaddie({"sweep", "validate", "--json", Src("examples/combined.yaml")});
+  ASSERT_EQ(j.code, 0) << j.err;
+  const json v = json::parse(j.out);
+  EXPECT_TRUE(v["valid"].get<bool>());
+  EXPECT_EQ(v["jobs"].size(), 24u);
+}
+
+TEST(CliOfflineTest, InvalidSweepReportsEveryErrorAndSubmitsNothing) {
+  TempDir d;
+  const std::string f = d.path() + "/bad.yaml";
+  WriteFile(f,
+            "base:\n"
+            "  num_layer: 4\n"
+            "  vocab_size: 10\n"
+            "axes:\n"
+            "  qat_bits: [1, 4]\n"
+            "budgets: {train_seconds: 60}\n");
+  RunResult r = RunCaddie({"sweep", "validate", f});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr(f + ":2:3: error: base.num_layer: unknown spec key \"num_layer\" (did you mean \"num_layers\"?)"));
+  EXPECT_THAT(r.err, HasSubstr(f + ":3:15: error: base.vocab_size: vocab_size = 10 is out of range: allowed [256, 65536]"));
+  EXPECT_THAT(r.err, HasSubstr(f + ":6:1: error: budgets: unknown sweep key \"budgets\" (did you mean \"budget\"?)"));
+  EXPECT_THAT(r.err, HasSubstr(f + ":5:14: error: axes.qat_bits[0]: qat_bits = 1 is out of range: 0 (off) or 2..8"));
+  EXPECT_THAT(r.err, HasSubstr("4 errors; nothing was submitted"));
+
+  // submit checks first and never contacts the (here unreachable) controller.
+  WriteFile(f, "base: {data: d}\naxes: {loops: [1, 0]}\n");
+  r = RunCaddie({"--addr", "127.0.0.1:1", "sweep", "submit", f});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("axes.loops[1]: spec key \"loops\" = 0 is out of range [1, 64]"));
+  EXPECT_THAT(r.err, Not(HasSubstr("cannot reach")));
+
+  WriteFile(f, "base:\n  data: [unclosed\n");
+  r = RunCaddie({"sweep", "validate", f});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr(f + ":3:1: error: YAML syntax error"));
+}
+
+TEST(CliOfflineTest, UnreachableControllerSaysWhereAndHowToStartOne) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--addr", "127.0.0.1:1", "jobs"}, {"--addr", "127.0.0.1:1", "workers", "--json"},
+           {"--addr", "127.0.0.1:1", "watch", "j-1"}, {"--addr", "127.0.0.1:1", "leaderboard"}}) {
+    RunResult r = RunCaddie(args, {}, std::chrono::seconds(30));
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_THAT(r.err, HasSubstr("cannot reach the caddie controller at 127.0.0.1:1 (address from --addr)"));
+    EXPECT_THAT(r.err, HasSubstr("caddie up"));
+    EXPECT_THAT(r.err, HasSubstr("caddie-controller --listen"));
+  }
+  RunResult env = RunCaddie({"sweeps"}, {{"CADDIE_ADDR", "127.0.0.1:2"}});
+  EXPECT_EQ(env.code, 3);
+  EXPECT_THAT(env.err, HasSubstr("127.0.0.1:2 (address from CADDIE_ADDR)"));
+}
+
+TEST(CliOfflineTest, ConfigFileAndFlagErrors) {
+  TempDir d;
+  WriteFile(d.path() + "/c.yaml", "adr: 127.0.0.1:3\n");
+  RunResult r = RunCaddie({"--config", d.path() + "/c.yaml", "jobs"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown config key \"adr\" (did you mean \"addr\"?)"));
+  WriteFile(d.path() + "/c.yaml", "addr: 127.0.0.1:3\n");
+  r = RunCaddie({"--config", d.path() + "/c.yaml", "jobs"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_THAT(r.err, HasSubstr("127.0.0.1:3 (address from config file " + d.path() + "/c.yaml)"));
+  r = RunCaddie({"jobs", "--state", "runing", "--addr", "127.0.0.1:3"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--state \"runing\" is not a job state"));
+  r = RunCaddie({"frobnicate"});
+  EXPECT_EQ(r.code, 2);
+  r = RunCaddie({"--help"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("Exit codes:"));
+  EXPECT_THAT(r.out, HasSubstr("3    controller unreachable"));
+}
+
+// Polls until every job of the sweep is in a terminal state.
+json WaitForSweep(LocalCluster& c, const std::string& sweep, std::chrono::seconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  json jobs;
+  while (std::chrono::steady_clock::now() < until) {
+    RunResult r = c.Caddie({"jobs", "--sweep", sweep, "--json"});
+    if (r.code == 0) {
+      jobs = json::parse(r.out)["jobs"];
+      bool done = !jobs.empty();
+      for (const auto& j : jobs) {
+        const std::string s = j["state"];
+        done = done && (s == "JOB_STATE_SUCCEEDED" || s == "JOB_STATE_FAILED" || s == "JOB_STATE_CANCELLED" ||
+                        s == "JOB_STATE_OVER_BUDGET");
+      }
+      if (done) return jobs;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return jobs;
+}
+
+TEST(CliClusterTest, EveryCommandAgainstARealController) {
+  LocalCluster c;
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string f = c.dir() + "/small.yaml";
+  WriteFile(f, kSmallSweep);
+
+  // submit
+  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err << c.ControllerLog();
+  const json sub = json::parse(r.out);
+  const std::string sweep = sub["sweep"]["id"];
+  ASSERT_EQ(sub["jobs"].size(), 2u);
+  const std::string job0 = sub["jobs"][0]["id"];
+  EXPECT_EQ(json::parse(sub["jobs"][1]["params_json"].get<std::string>())["loops"], 2);
+
+  // watch follows the first job to its end and exits 0 when it succeeds
+  r = c.Caddie({"watch", job0}, std::chrono::seconds(60));
+  EXPECT_EQ(r.code, 0) << r.out << r.err << c.WorkerLog();
+  EXPECT_THAT(r.out, HasSubstr("is succeeded"));
+  EXPECT_THAT(r.out, HasSubstr("final: val_bpb 2.5000"));
+
+  const json jobs = WaitForSweep(c, sweep, std::chrono::seconds(60));
+  ASSERT_EQ(jobs.size(), 2u);
+  for (const auto& j : jobs) EXPECT_EQ(j["state"], "JOB_STATE_SUCCEEDED") << j.dump();
+
+  // sweeps / sweep show
+  r = c.Caddie({"sweeps"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(sweep));
+  EXPECT_THAT(r.out, HasSubstr("cli-e2e"));
+  EXPECT_THAT(r.out, HasSubstr("2/2"));
+  r = c.Caddie({"sweeps", "--json"});
+  EXPECT_EQ(json::parse(r.out)["sweeps"][0]["spec"]["name"], "cli-e2e");
+  r = c.Caddie({"sweep", "show", sweep});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("loops=2"));
+
+  // jobs with filters
+  r = c.Caddie({"jobs", "--sweep", sweep, "--state", "succeeded"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(job0));
+  EXPECT_THAT(r.out, HasSubstr("succeeded"));
+  r = c.Caddie({"jobs", "--sweep", sweep, "--state", "queued,running", "--json"});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_TRUE(json::parse(r.out).value("jobs", json::array()).empty()) << r.out;
+
+  // job
+  r = c.Caddie({"job", job0});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("state:           succeeded"));
+  EXPECT_THAT(r.out, HasSubstr("val_bpb:"));
+  EXPECT_THAT(r.out, HasSubstr("within budget"));
+  r = c.Caddie({"job", job0, "--json"});
+  EXPECT_EQ(json::parse(r.out)["id"], job0);
+
+  // logs
+  r = c.Caddie({"logs", job0});
+  EXPECT_EQ(r.code, 0) << r.err;
+  r = c.Caddie({"logs", job0, "-f"}, std::chrono::seconds(20));
+  EXPECT_EQ(r.code, 0) << r.err;  // the job has ended: -f returns
+
+  // leaderboard
+  r = c.Caddie({"leaderboard", "--sweep", sweep});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("2.5000"));
+  EXPECT_THAT(r.out, HasSubstr(job0));
+  r = c.Caddie({"leaderboard", "--json"});
+  EXPECT_EQ(json::parse(r.out)["entries"].size(), 2u);
+
+  // workers
+  r = c.Caddie({"workers"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("test-worker"));
+  EXPECT_THAT(r.out, HasSubstr("ready"));
+
+  // A job no worker can place: pending reason, then cancel.
+  const std::string g = c.dir() + "/gpu.yaml";
+  WriteFile(g, "name: needs-gpus\nbase: {data: d}\ngpus: 8\n");
+  r = c.Caddie({"sweep", "submit", g, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string queued = json::parse(r.out)["jobs"][0]["id"];
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  r = c.Caddie({"job", queued});
+  EXPECT_EQ(r.code, 0);
+  EXPECT_THAT(r.out, HasSubstr("state:           queued"));
+  EXPECT_THAT(r.out, HasSubstr("pending reason:"));
+  r = c.Caddie({"cancel", queued});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("is cancelled"));
+  r = c.Caddie({"watch", queued});
+  EXPECT_EQ(r.code, 6) << r.out << r.err;  // ended, but not successfully
+  EXPECT_THAT(r.out, HasSubstr("is cancelled"));
+
+  // Unknown ids: exit 4.
+  r = c.Caddie({"job", "no-such-job"});
+  EXPECT_EQ(r.code, 4) << r.err;
+  r = c.Caddie({"cancel", "no-such-job"});
+  EXPECT_EQ(r.code, 4) << r.err;
+  r = c.Caddie({"sweep", "show", "no-such-sweep"});
+  EXPECT_EQ(r.code, 4) << r.err;
+}
+
+}  // namespace
+}  // namespace caddie::clitest

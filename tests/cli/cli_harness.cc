@@ -1,0 +1,169 @@
+#include "tests/cli/cli_harness.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "cli/up.h"
+
+namespace caddie::clitest {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// Waits for `pid` up to `timeout`; kills its group and reaps it past that.
+int WaitWithTimeout(pid_t pid, std::chrono::milliseconds timeout) {
+  const auto until = Clock::now() + timeout;
+  while (Clock::now() < until) {
+    if (auto st = TryReap(pid)) return st->signaled ? 128 + st->signal : st->code;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(-pid, SIGKILL);
+  kill(pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return 124;
+}
+
+void StopChild(const Child& c) {
+  if (c.pid <= 0) return;
+  kill(-c.pgid, SIGTERM);
+  if (WaitWithTimeout(c.pid, std::chrono::seconds(10)) == 124) kill(-c.pgid, SIGKILL);
+  kill(-c.pgid, SIGKILL);
+}
+
+}  // namespace
+
+TempDir::TempDir() {
+  std::string tmpl = (fs::temp_directory_path() / "caddie_cli_test_XXXXXX").string();
+  path_ = mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  if (!path_.empty()) fs::remove_all(path_, ec);
+}
+
+void WriteFile(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::string ReadFileOrEmpty(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+RunResult RunCaddie(const std::vector<std::string>& args, const std::map<std::string, std::string>& env,
+                    std::chrono::seconds timeout, const std::string& cwd) {
+  TempDir out;
+  SpawnOptions o;
+  o.argv = {CADDIE_CLI_BIN};
+  o.argv.insert(o.argv.end(), args.begin(), args.end());
+  for (const std::string& kv : CurrentEnvironment()) {
+    if (kv.rfind("CADDIE_ADDR=", 0) == 0 || kv.rfind("CADDIE_TOKEN=", 0) == 0) continue;
+    o.env.push_back(kv);
+  }
+  SetEnv(&o.env, "NO_COLOR", "1");
+  SetEnv(&o.env, "HOME", out.path());  // no user config file
+  for (const auto& [k, v] : env) SetEnv(&o.env, k, v);
+  o.cwd = cwd.empty() ? out.path() : cwd;
+  o.stdout_path = out.path() + "/stdout";
+  o.stderr_path = out.path() + "/stderr";
+  o.process_group = 0;
+  RunResult r;
+  auto child = Spawn(o);
+  if (!child.ok()) {
+    r.err = std::string(child.status().message());
+    return r;
+  }
+  r.code = WaitWithTimeout(child->pid, timeout);
+  r.out = ReadFileOrEmpty(o.stdout_path);
+  r.err = ReadFileOrEmpty(o.stderr_path);
+  return r;
+}
+
+LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker) {
+  SpawnOptions c;
+  c.argv = {CADDIE_CONTROLLER_BIN, "--listen", "127.0.0.1:0", "--db", dir() + "/caddie.db"};
+  c.env = CurrentEnvironment();
+  c.stdout_path = dir() + "/controller.log";
+  c.stderr_path = dir() + "/controller.log";
+  c.process_group = 0;
+  c.kill_with_parent = true;
+  auto child = Spawn(c);
+  if (!child.ok()) {
+    error_ = std::string(child.status().message());
+    return;
+  }
+  controller_ = *child;
+  const auto until = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < until) {
+    const int port = cli::ParseListeningPort(ControllerLog());
+    if (port > 0) {
+      addr_ = absl::StrCat("127.0.0.1:", port);
+      break;
+    }
+    if (TryReap(controller_.pid)) {
+      error_ = "caddie-controller exited: " + ControllerLog();
+      controller_ = Child();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (addr_.empty()) {
+    error_ = "caddie-controller did not print its port: " + ControllerLog();
+    return;
+  }
+  if (!with_worker) return;
+  SpawnOptions w;
+  w.argv = {CADDIE_WORKER_BIN, "--controller", addr_, "--work-dir", dir() + "/worker", "--trainer",
+            CADDIE_FAKE_TRAIN_BIN, "--cpu-slots", "1", "--id", "test-worker", "--http", "",
+            "--lease-interval", "0.2"};
+  w.env = CurrentEnvironment();
+  SetEnv(&w.env, "CADDIE_FAKE_TRAIN", fake_plan);
+  w.stdout_path = dir() + "/worker.log";
+  w.stderr_path = dir() + "/worker.log";
+  w.process_group = 0;
+  w.kill_with_parent = true;
+  auto wc = Spawn(w);
+  if (!wc.ok()) {
+    error_ = std::string(wc.status().message());
+    return;
+  }
+  worker_ = *wc;
+  // Registered once `caddie workers` lists it.
+  const auto wuntil = Clock::now() + std::chrono::seconds(20);
+  while (Clock::now() < wuntil) {
+    RunResult r = Caddie({"workers", "--json"}, std::chrono::seconds(10));
+    if (r.code == 0 && r.out.find("test-worker") != std::string::npos) return;
+    if (TryReap(worker_.pid)) {
+      error_ = "caddie-worker exited: " + WorkerLog();
+      worker_ = Child();
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  error_ = "caddie-worker did not register: " + WorkerLog();
+}
+
+LocalCluster::~LocalCluster() {
+  StopChild(worker_);
+  StopChild(controller_);
+}
+
+RunResult LocalCluster::Caddie(std::vector<std::string> args, std::chrono::seconds timeout) {
+  args.insert(args.begin(), {"--addr", addr_});
+  return RunCaddie(args, {}, timeout);
+}
+
+std::string LocalCluster::ControllerLog() const { return ReadFileOrEmpty(dir() + "/controller.log"); }
+std::string LocalCluster::WorkerLog() const { return ReadFileOrEmpty(dir() + "/worker.log"); }
+
+}  // namespace caddie::clitest

@@ -1,0 +1,68 @@
+// Test harness for the CLI's integration tests: runs `caddie` as a subprocess and
+// a local cluster of real processes (caddie-controller on a free loopback port
+// with a temporary SQLite file, one caddie-worker running caddie-fake-train).
+// Not thread-safe: one harness per test.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/subprocess.h"
+
+namespace caddie::clitest {
+
+struct RunResult {
+  int code = -1;  // exit code; 128 + signal when killed
+  std::string out;
+  std::string err;
+};
+
+// A fresh temporary directory, removed by the destructor.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Runs the caddie CLI with `args`; `env` entries are added to the environment
+// (NO_COLOR is set, CADDIE_ADDR/CADDIE_TOKEN removed, HOME pointed at `home`).
+RunResult RunCaddie(const std::vector<std::string>& args, const std::map<std::string, std::string>& env = {},
+                    std::chrono::seconds timeout = std::chrono::seconds(60), const std::string& cwd = "");
+
+// A controller and (optionally) a worker with the fake trainer.
+class LocalCluster {
+ public:
+  // `fake_plan`: the CADDIE_FAKE_TRAIN JSON for the worker's trainer runs.
+  explicit LocalCluster(const std::string& fake_plan = R"({"steps": 20, "step_ms": 20})", bool with_worker = true);
+  ~LocalCluster();
+
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+  const std::string& addr() const { return addr_; }
+  const std::string& dir() const { return dir_.path(); }
+
+  // Runs caddie with --addr pointing at this cluster.
+  RunResult Caddie(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60));
+
+  std::string ControllerLog() const;
+  std::string WorkerLog() const;
+
+ private:
+  TempDir dir_;
+  std::string error_;
+  std::string addr_;
+  Child controller_, worker_;
+};
+
+// Writes `text` to `path`.
+void WriteFile(const std::string& path, const std::string& text);
+std::string ReadFileOrEmpty(const std::string& path);
+
+}  // namespace caddie::clitest
