@@ -30,6 +30,8 @@
 #include "model/artifact.h"
 #include "model/code_files.h"
 #include "model/gpt.h"
+#include "model/perf_knobs.h"
+#include "model/perf_profile.h"
 #include "model/torch_compat.h"
 
 namespace caddie::model {
@@ -412,7 +414,10 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   model->to(device);
   for (auto& p : model->parameters()) dist.Broadcast(p);
   const int64_t n_params = model->NumParams();
-  const auto ns_dtype = cuda ? torch::kBFloat16 : torch::kFloat32;
+  // bf16 autocast and bf16 Newton–Schulz on CUDA, as the reference; CADDIE_CUDA_FP32
+  // runs CUDA in fp32 to check it against the CPU loss curve.
+  const bool amp = cuda && !CudaFp32Forced();
+  const auto ns_dtype = amp ? torch::kBFloat16 : torch::kFloat32;
   auto opts = std::make_unique<Optimizers>(model, spec, ns_dtype);
   const auto params = model->parameters();
 
@@ -437,7 +442,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
       auto [x, y] = loader->Next(spec.train_batch_tokens, seq_len, accum, device);
       torch::Tensor loss;
       {
-        AutocastGuard ac(cuda);
+        AutocastGuard ac(amp);
         loss = model->Loss(x, y);
       }
       loss_sum += loss.detach().to(torch::kFloat32);
@@ -495,7 +500,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   // --- Training loop ---
   auto eval = [&] {
     ValSums s = EvalValShare(model, val_tokens, spec.seq_len, val_batch_seqs, *table, dist.rank,
-                             dist.world, device, cuda);
+                             dist.world, device, amp);
     auto t = torch::tensor({s.loss_sum, s.tokens, s.bytes}, torch::kFloat64).to(device);
     dist.AllReduce(t);
     t = t.cpu();
@@ -503,6 +508,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   };
 
   model->train();
+  StepProfiler profiler(master);  // CADDIE_PROFILE: a trace of a few steps
   double training_ms = 0;
   std::optional<int64_t> stop_after;
   std::string exit_reason = events::kCompleted;
@@ -539,6 +545,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
       log.Log("qat:on bits:" + std::to_string(spec.qat_bits) + " step:" + std::to_string(step));
     }
     const int64_t seq_len = SeqLenAt(spec, *stages, frac);
+    profiler.BeforeStep(step);
     auto train_loss = train_step(seq_len);
     const double mfrac = spec.muon_momentum_warmup_steps > 0
                              ? std::min(static_cast<double>(step) / spec.muon_momentum_warmup_steps, 1.0)
@@ -548,6 +555,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
     if (spec.grad_clip_norm > 0) torch::nn::utils::clip_grad_norm_(params, spec.grad_clip_norm);
     opts->Step(dist);
     ZeroGrads(model);
+    profiler.AfterStep(step);
     ++step;
     tokens_since_log += spec.train_batch_tokens;
 
