@@ -10,7 +10,6 @@
 #include <set>
 #include <sstream>
 
-#include "cli/sweep_expand.h"
 #include "common/core/train_spec.h"
 
 namespace caddie::cli {
@@ -61,7 +60,7 @@ const std::vector<std::string>& Names(const std::vector<KeyDoc>& docs) {
 const std::map<std::string, Range>& TopRanges() {
   static const std::map<std::string, Range> r = {
       {"samples", {1, 100000, true}},     {"seed", {0, 2147483647, true}},
-      {"max_jobs", {1, 100000, true}},    {"gpus", {0, 64, true}},
+      {"max_jobs", {1, static_cast<double>(kSweepMaxJobsCeiling), true}}, {"gpus", {0, 64, true}},
       {"priority", {-1000, 1000, true}},  {"max_attempts", {1, 100, true}},
   };
   return r;
@@ -84,7 +83,7 @@ const std::map<std::string, Range>& BudgetRanges() {
 }
 
 const std::vector<std::string>& EarlyStoppingKeys() {
-  static const std::vector<std::string> k = {"type", "metric", "grace_steps", "reduction_factor"};
+  static const std::vector<std::string> k = {"type", "metric", "grace_steps", "reduction_factor", "min_trials"};
   return k;
 }
 
@@ -374,7 +373,7 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
   std::string name, mode = "grid";
   json base = json::object(), axes = json::object();
   std::optional<json> early_stopping;
-  int64_t samples = 0, seed = 1, max_jobs = 1000;
+  int64_t samples = 0, seed = 1, max_jobs = kSweepDefaultMaxJobs;
   bool have_samples = false;
   v1::SweepSpec& spec = check.spec;
   spec.set_max_attempts(3);
@@ -465,6 +464,8 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
           c.Number(p, e.value(), {0, 1e9, true});
         } else if (e.key() == "reduction_factor") {
           c.Number(p, e.value(), {2, 16, true});
+        } else if (e.key() == "min_trials") {
+          c.Number(p, e.value(), {0, 100000, true});
         } else {
           c.UnknownKey("early_stopping", e.key(), EarlyStoppingKeys(), "early_stopping key");
           continue;
@@ -580,11 +581,15 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
   // are reported in the same pass; values already reported are left out.
 
   // --- expansion and each job's whole spec ---
-  auto jobs = ExpandSweepPreview(sj);
-  if (!jobs.ok()) {
-    c.Error(mode == "grid" ? "axes" : "samples", std::string(jobs.status().message()), true);
-    jobs = std::vector<SweepJobPreview>();  // the other errors are still sorted below
+  // common/sweep.h: the controller's own expansion, so the preview is what will run.
+  std::vector<SweepJobPreview> expanded;
+  if (auto e = ExpandSweep(sj); e.ok()) {
+    expanded = std::move(e->jobs);
+  } else if (check.errors.empty()) {
+    // Structural problems are reported above with positions; this is the rest (max_jobs).
+    c.Error(mode == "grid" ? "axes" : "samples", std::string(e.status().message()), true);
   }
+  auto* jobs = &expanded;
   struct Group {
     std::string path;
     std::vector<int> jobs;

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "caddie/v1/types.pb.h"
+#include "common/sweep.h"
 
 namespace caddie::cli {
 
@@ -32,12 +33,8 @@ struct SweepIssue {
   std::string message;  // names the value and what is allowed
 };
 
-// One job of the expanded sweep.
-struct SweepJobPreview {
-  int index = 0;
-  nlohmann::json params;  // the job's axis values
-  nlohmann::json spec;    // the trainer spec it runs: base overridden by params
-};
+// One job of the expanded sweep (index, params, spec), as the controller runs it.
+using SweepJobPreview = caddie::SweepJob;
 
 struct SweepCheck {
   std::string path;                  // file name used in messages

@@ -37,7 +37,7 @@ TEST(CliOfflineTest, ValidateListsEveryJobOfAShippedExample) {
   RunResult r = RunCaddie({"sweep", "validate", Src("examples/depth_recurrence.yaml")});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("sweep depth-recurrence: 8 jobs (grid)"));
-  EXPECT_THAT(r.out, HasSubstr("unique_blocks=9 loops=4"));
+  EXPECT_THAT(r.out, HasSubstr("loops=4 unique_blocks=9"));
   RunResult j = RunCaddie({"sweep", "validate", "--json", Src("examples/combined.yaml")});
   ASSERT_EQ(j.code, 0) << j.err;
   const json v = json::parse(j.out);
