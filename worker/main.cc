@@ -47,21 +47,21 @@ int main(int argc, char** argv) {
   std::vector<std::string> labels;
   app.add_option("--controller", o.controller, "controller address host:port")->required();
   app.add_option("--token-file", token_file, "file with the bearer token (else $CADDIE_WORKER_TOKEN)");
-  app.add_option("--work-dir", o.work_dir, "run directories and spool live in WORK_DIR/ID/")
+  app.add_option("--work-dir,--spool-dir", o.work_dir, "state directory: run dirs and spool live in DIR/ID/")
       ->default_val("caddie-worker-data");
-  app.add_option("--id", o.id, "worker id, stable across restarts (default: HOST-gpuLIST or HOST-cpu)");
+  app.add_option("--id,--name", o.id, "worker id, stable across restarts (default: HOST-gpuLIST or HOST-cpu)");
   app.add_option("--trainer", o.runner.trainer, "trainer binary (default: caddie-train beside this binary)");
   app.add_option("--data-dir", o.runner.data_dir, "data directory put into specs that name none");
   app.add_option("--gpus", gpus, "use the first N GPUs (declare N GPUs when nvidia-smi is absent)");
   app.add_option("--gpu-ids", gpu_ids_text, "use these GPU indices, e.g. 0,1,2,3");
   app.add_option("--cpu-slots", cpu_slots, "concurrent CPU-only jobs (default: 1 without GPUs, else 0)");
   app.add_option("--label", labels, "KEY=VALUE label (repeatable)");
-  app.add_option("--heartbeat-interval", o.heartbeat_interval_s, "seconds (default: the controller's)");
+  app.add_option("--heartbeat-interval,--heartbeat-seconds", o.heartbeat_interval_s, "seconds (default: the controller's)");
   app.add_option("--lease-interval", o.lease_interval_s, "seconds between lease requests while idle")
       ->default_val(0.5);
   app.add_option("--silence-limit", o.runner.silence_seconds,
                  "kill a trainer silent this many seconds (default: max(train, eval budget) + grace)");
-  app.add_option("--http", o.http_listen, "/metrics and /healthz address (\"\" = off)")->default_val("127.0.0.1:0");
+  app.add_option("--http-listen,--http", o.http_listen, "/metrics and /healthz address (\"\" = off)")->default_val("127.0.0.1:0");
   app.add_option("--nvidia-smi", nvidia_smi, "nvidia-smi to query for GPUs");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->default_val("info");
   CLI11_PARSE(app, argc, argv);

@@ -84,6 +84,7 @@ Worker::Worker(WorkerOptions options, std::string root, int lock_fd, std::unique
   // Reconnect quickly once the controller is back after an outage.
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   stub_ = caddie::v1::WorkerService::NewStub(
       grpc::CreateCustomChannel(options_.controller, grpc::InsecureChannelCredentials(), args));
   for (const auto& g : options_.gpus) free_gpus_.push_back(g.index());

@@ -14,6 +14,8 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/worker/fake_controller.h"
+
 namespace caddie::worker {
 namespace {
 
@@ -21,103 +23,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-// A controller stand-in: hands out queued jobs, stores events (deduplicated by
-// seq, as the real one must) and completions, and can be switched "down".
-class FakeController final : public caddie::v1::WorkerService::Service {
- public:
-  grpc::Status RegisterWorker(grpc::ServerContext* ctx, const caddie::v1::RegisterWorkerRequest* req,
-                              caddie::v1::RegisterWorkerResponse* resp) override {
-    absl::MutexLock l(&mu);
-    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
-    auto it = ctx->client_metadata().find("authorization");
-    if (it != ctx->client_metadata().end()) auth = std::string(it->second.data(), it->second.size());
-    registrations.push_back(req->worker());
-    resp->set_worker_id(req->worker().id());
-    resp->set_heartbeat_interval_seconds(heartbeat_s);
-    resp->set_lease_ttl_seconds(30);
-    return grpc::Status::OK;
-  }
-  grpc::Status LeaseJob(grpc::ServerContext*, const caddie::v1::LeaseJobRequest* req,
-                        caddie::v1::LeaseJobResponse* resp) override {
-    absl::MutexLock l(&mu);
-    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
-    if (queue.empty()) return grpc::Status::OK;
-    const caddie::v1::Job& j = queue.front();
-    if (j.spec().gpus() > req->gpus_free() || (j.spec().gpus() == 0 && req->cpu_slots_free() == 0)) {
-      return grpc::Status::OK;
-    }
-    *resp->mutable_job() = j;
-    resp->set_fencing_token(++token);
-    tokens[j.id()] = token;
-    queue.pop_front();
-    return grpc::Status::OK;
-  }
-  grpc::Status Heartbeat(grpc::ServerContext*, const caddie::v1::HeartbeatRequest* req,
-                         caddie::v1::HeartbeatResponse* resp) override {
-    absl::MutexLock l(&mu);
-    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
-    ++heartbeats;
-    last_heartbeat_leases = req->leases_size();
-    for (const auto& id : cancel) resp->add_cancel_job_ids(id);
-    if (reregister) {
-      resp->set_reregister(true);
-      reregister = false;
-    }
-    return grpc::Status::OK;
-  }
-  grpc::Status ReportEvents(grpc::ServerContext*, const caddie::v1::ReportEventsRequest* req,
-                            caddie::v1::ReportEventsResponse* resp) override {
-    absl::MutexLock l(&mu);
-    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
-    if (stale.count(req->lease().job_id())) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "stale_fencing_token");
-    }
-    auto& evs = events[req->lease().job_id()];
-    for (const auto& e : req->events()) {
-      if (e.seq() == static_cast<int64_t>(evs.size()) + 1) evs.push_back(e);
-      else if (e.seq() > static_cast<int64_t>(evs.size()) + 1) gaps = true;
-    }
-    resp->set_acked_seq(static_cast<int64_t>(evs.size()));
-    return grpc::Status::OK;
-  }
-  grpc::Status CompleteJob(grpc::ServerContext*, const caddie::v1::CompleteJobRequest* req,
-                           caddie::v1::CompleteJobResponse*) override {
-    absl::MutexLock l(&mu);
-    if (down) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "down");
-    completions[req->lease().job_id()] = *req;
-    return grpc::Status::OK;
-  }
-
-  // Waits until `pred` holds (checked under the lock) or `timeout` passes.
-  bool WaitFor(std::function<bool()> pred, std::chrono::milliseconds timeout) {
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      {
-        absl::MutexLock l(&mu);
-        if (pred()) return true;
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    absl::MutexLock l(&mu);
-    return pred();
-  }
-
-  absl::Mutex mu;
-  bool down = false;
-  bool reregister = false;
-  bool gaps = false;
-  double heartbeat_s = 0.2;
-  int64_t token = 100;
-  int heartbeats = 0;
-  int last_heartbeat_leases = 0;
-  std::string auth;
-  std::deque<caddie::v1::Job> queue;
-  std::set<std::string> cancel, stale;
-  std::map<std::string, int64_t> tokens;
-  std::vector<caddie::v1::Worker> registrations;
-  std::map<std::string, std::vector<caddie::v1::Event>> events;
-  std::map<std::string, caddie::v1::CompleteJobRequest> completions;
-};
+using caddie::testing_support::FakeController;
 
 caddie::v1::Job MakeJob(const std::string& id, json fake, int gpus = 0) {
   caddie::v1::Job j;
