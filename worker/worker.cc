@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -28,6 +29,7 @@ namespace mn = caddie::metric_names;
 using Clock = std::chrono::steady_clock;
 
 constexpr char kShutdownReason[] = "worker shutting down";
+constexpr int kJobsTailLines = 20;  // per log file in GET /jobs
 
 // Lower-case enum name without its prefix: EXIT_REASON_TIME_BUDGET → "time_budget".
 std::string EnumLabel(const std::string& name, const std::string& prefix) {
@@ -494,6 +496,7 @@ void Worker::SenderLoop() {
 absl::Status Worker::Run() {
   if (!options_.http_listen.empty()) {
     http_ = std::make_unique<HttpServer>(&registry_);
+    http_->AddGet("/jobs", "application/json", [this] { return JobsJson(); });
     if (absl::Status s = http_->Start(options_.http_listen); !s.ok()) return s;
     spdlog::info("caddie-worker metrics on http://{}/metrics", http_->address());
   }
@@ -554,6 +557,30 @@ absl::Status Worker::Run() {
   if (http_) http_->Stop();
   spdlog::info("caddie-worker {} stopped ({} message(s) left in the spool)", options_.id, spool_->size());
   return absl::OkStatus();
+}
+
+std::string Worker::JobsJson() const {
+  nlohmann::json out = nlohmann::json::array();
+  absl::MutexLock l(&mu_);
+  for (const auto& [id, j] : jobs_) {
+    if (j.done) continue;
+    const JobAssignment& a = j.runner->assignment();
+    nlohmann::json tails = nlohmann::json::object();
+    const int ranks = a.gpu_indices.empty() ? 1 : static_cast<int>(a.gpu_indices.size());
+    tails["rank0.stdout.log"] = TailFile(a.run_dir + "/rank0.stdout.log", kJobsTailLines);
+    for (int r = 0; r < ranks; ++r) {
+      const std::string name = absl::StrCat("rank", r, ".stderr.log");
+      tails[name] = TailFile(a.run_dir + "/" + name, kJobsTailLines);
+    }
+    out.push_back({{"job_id", id},
+                   {"attempt", a.job.attempt()},
+                   {"fencing_token", a.fencing_token},
+                   {"gpus", a.gpu_indices},
+                   {"run_dir", a.run_dir},
+                   {"pgid", j.runner->pgid()},
+                   {"log_tails", tails}});
+  }
+  return out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 void Worker::Shutdown() {

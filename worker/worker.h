@@ -9,6 +9,9 @@
 // <work_dir>/<worker id>/ (runs/, spool/, a lock file), so several workers on
 // one host never share a directory; a second worker with the same id is refused.
 //
+// HTTP (--http-listen): /metrics, /healthz, and /jobs — the running jobs with
+// the last lines of each rank's logs, for operators.
+//
 // Thread-safety: Shutdown() and the accessors may be called from any thread;
 // Run() is called once.
 #pragma once
@@ -95,6 +98,8 @@ class Worker {
   // Sends one record. True when it is done with (acked, or rejected for good).
   bool Send(const SpoolRecord& record);
   void SetupMetrics();
+  // GET /jobs: the running jobs with their run dirs and the tails of their logs.
+  std::string JobsJson() const;
   void CountRpc(const char* method, const grpc::Status& s);
 
   // Constant after construction.

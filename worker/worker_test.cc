@@ -133,6 +133,25 @@ TEST_F(WorkerTest, RegistersLeasesRunsAndReportsInOrder) {
   EXPECT_EQ(h->status, 200);
 }
 
+TEST_F(WorkerTest, JobsPageShowsRunningJobsWithLogTails) {
+  fake_.queue.push_back(MakeJob("j1", {{"steps", 100000}, {"step_ms", 20}}));
+  StartWorker(Options());
+  ASSERT_TRUE(fake_.WaitFor([&] { return fake_.events["j1"].size() >= 5; }, 10s));
+  httplib::Client http("http://" + worker_->http_address());
+  auto r = http.Get("/jobs");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  json jobs = json::parse(r->body);
+  ASSERT_EQ(jobs.size(), 1u) << r->body;
+  EXPECT_EQ(jobs[0]["job_id"], "j1");
+  EXPECT_EQ(jobs[0]["attempt"], 1);
+  EXPECT_GT(jobs[0]["pgid"].get<int>(), 0);
+  EXPECT_NE(jobs[0]["log_tails"]["rank0.stderr.log"].get<std::string>().find("fake-train rank 0 step"),
+            std::string::npos);
+  EXPECT_NE(jobs[0]["log_tails"]["rank0.stdout.log"].get<std::string>().find("\"event\":\"step\""),
+            std::string::npos);
+}
+
 TEST_F(WorkerTest, ControllerOutageLosesNothingAndReregisters) {
   fake_.queue.push_back(MakeJob("j1", {{"steps", 20}, {"step_ms", 50}}));
   StartWorker(Options());

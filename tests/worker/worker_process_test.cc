@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -68,7 +69,7 @@ class WorkerProcessTest : public ::testing::Test {
         "--work-dir", (dir_ / "work").string(),
         "--id", "w1",
         "--trainer", trainer.empty() ? (BinaryDir() / "tests/fake_trainer/caddie-fake-train").string() : trainer,
-        "--gpus", std::to_string(gpus),
+        "--gpus", std::to_string(gpus),  // -1: not given
         "--nvidia-smi", "/nonexistent/nvidia-smi",  // the same inventory on every CI machine
         "--lease-interval", "0.1",
         "--http-listen", "127.0.0.1:0"};
@@ -262,6 +263,49 @@ TEST_F(WorkerProcessTest, SigtermedWorkerReportsItsJobAsRetryable) {
   EXPECT_EQ(c.exit_reason(), caddie::v1::EXIT_REASON_INFRA_ERROR);
   EXPECT_TRUE(c.infra_failure());
   EXPECT_TRUE(ProcessGone(RankPid("drain", 0), 1s));
+}
+
+TEST_F(WorkerProcessTest, TwoWorkersOnOneHostDoNotCollide) {
+  // Same work dir, different ids and GPU sets; each leases one 2-GPU job.
+  Enqueue(MakeJob("a", {{"fake", {{"steps", 15}, {"step_ms", 40}}}}, 2));
+  Enqueue(MakeJob("b", {{"fake", {{"steps", 15}, {"step_ms", 40}}}}, 2));
+  StartWorker(-1, "", {"--gpu-ids", "0,1"});
+  Process second;
+  ASSERT_TRUE(second
+                  .Start({(BinaryDir() / "worker/caddie-worker").string(), "--controller",
+                          "127.0.0.1:" + std::to_string(port_), "--work-dir", (dir_ / "work").string(), "--id", "w2",
+                          "--trainer", (BinaryDir() / "tests/fake_trainer/caddie-fake-train").string(), "--gpu-ids",
+                          "2,3", "--nvidia-smi", "/nonexistent/nvidia-smi", "--lease-interval", "0.1",
+                          "--http-listen", "127.0.0.1:0"},
+                         dir_ / "worker2.log")
+                  .ok());
+  ASSERT_TRUE(WaitCompleted("a", 20s));
+  ASSERT_TRUE(WaitCompleted("b", 20s)) << second.Log();
+  EXPECT_EQ(Completion("a").state(), caddie::v1::JOB_STATE_SUCCEEDED) << Completion("a").message();
+  EXPECT_EQ(Completion("b").state(), caddie::v1::JOB_STATE_SUCCEEDED) << Completion("b").message();
+  // Which worker ran which job: its run dir says.
+  std::map<std::string, json> rank0;
+  for (const char* w : {"w1", "w2"}) {
+    for (const char* j : {"a", "b"}) {
+      std::ifstream in(dir_ / "work" / w / "runs" / (std::string(j) + "-a1") / "fake_rank0.json");
+      if (in) rank0[w] = json::parse(in);
+    }
+  }
+  ASSERT_EQ(rank0.size(), 2u) << "each worker ran one job in its own directory";
+  EXPECT_EQ(rank0["w1"]["CUDA_VISIBLE_DEVICES"], "0,1");
+  EXPECT_EQ(rank0["w2"]["CUDA_VISIBLE_DEVICES"], "2,3");
+  EXPECT_NE(rank0["w1"]["MASTER_PORT"], rank0["w2"]["MASTER_PORT"]);
+  // A third worker claiming id w2 in the same work dir is refused.
+  Process dup;
+  ASSERT_TRUE(dup.Start({(BinaryDir() / "worker/caddie-worker").string(), "--controller",
+                         "127.0.0.1:" + std::to_string(port_), "--work-dir", (dir_ / "work").string(), "--id", "w2",
+                         "--trainer", "/bin/true", "--gpus", "0", "--nvidia-smi", "/nonexistent/nvidia-smi"},
+                        dir_ / "worker3.log")
+                  .ok());
+  auto st = dup.Wait(10s);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code, 2);
+  EXPECT_NE(dup.Log().find("worker id \"w2\" is in use"), std::string::npos) << dup.Log();
 }
 
 }  // namespace
