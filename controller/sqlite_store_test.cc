@@ -1,0 +1,210 @@
+#include "controller/sqlite_store.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+namespace caddie::controller {
+namespace {
+
+namespace fs = std::filesystem;
+
+class SqliteStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("caddie_store_test_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    Reopen();
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  void Reopen() {
+    store_.reset();
+    auto s = SqliteStore::Open((dir_ / "caddie.db").string(), {});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+  }
+  std::vector<v1::Job> MakeSweep(int n, int gpus = 1, int max_attempts = 2, int priority = 0) {
+    std::vector<NewJob> jobs;
+    for (int i = 0; i < n; ++i) {
+      NewJob j;
+      j.spec.set_spec_json("{}");
+      j.spec.set_gpus(gpus);
+      j.spec.set_max_attempts(max_attempts);
+      j.spec.set_priority(priority);
+      j.params_json = "{\"i\":" + std::to_string(i) + "}";
+      j.index = i;
+      jobs.push_back(j);
+    }
+    v1::SweepSpec spec;
+    spec.set_name("t");
+    auto r = store_->CreateSweep(spec, jobs, 1000);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r->second;
+  }
+  void Register(const std::string& id, int gpus) {
+    v1::Worker w;
+    w.set_id(id);
+    for (int i = 0; i < gpus; ++i) w.add_gpus()->set_index(i);
+    ASSERT_TRUE(store_->RegisterWorker(w, 1000).ok());
+  }
+  fs::path dir_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
+  EXPECT_EQ(store_->schema_version(), 1);
+  MakeSweep(2);
+  Reopen();
+  EXPECT_EQ(store_->schema_version(), 1);
+  auto jobs = store_->ListJobs("", {}, 0);
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(jobs->size(), 2u);
+}
+
+TEST_F(SqliteStoreTest, LeaseIsPriorityThenFifoAndFitsGpus) {
+  auto low = MakeSweep(2, 1, 2, 0);
+  auto big = MakeSweep(1, 4, 2, 5);
+  auto high = MakeSweep(1, 1, 2, 5);
+  Register("w", 2);
+  auto l = store_->LeaseNext("w", 2, 0, 2000, 1000);
+  ASSERT_TRUE(l.ok() && l->has_value()) << l.status();
+  EXPECT_EQ((*l)->job.id(), high[0].id());  // priority 5 but the 4-GPU one does not fit
+  EXPECT_EQ((*l)->job.state(), v1::JOB_STATE_LEASED);
+  EXPECT_EQ((*l)->job.attempt(), 1);
+  EXPECT_EQ((*l)->job.fencing_token(), 1);
+  l = store_->LeaseNext("w", 2, 0, 2000, 1000);
+  EXPECT_EQ((*l)->job.id(), low[0].id());
+  l = store_->LeaseNext("w", 0, 0, 2000, 1000);
+  EXPECT_FALSE(l->has_value());
+  l = store_->LeaseNext("w", 4, 0, 2000, 1000);
+  EXPECT_EQ((*l)->job.id(), big[0].id());
+}
+
+TEST_F(SqliteStoreTest, StaleTokenIsRejectedWithCodeAndReplayIsIdempotent) {
+  auto jobs = MakeSweep(1, 1, 3);
+  Register("w1", 1);
+  Register("w2", 1);
+  auto l1 = store_->LeaseNext("w1", 1, 0, 2000, 100);
+  ASSERT_TRUE(l1.ok() && l1->has_value());
+  // The lease expires; the job is requeued and leased by w2.
+  auto exp = store_->ExpireLeases(2200);
+  ASSERT_TRUE(exp.ok());
+  ASSERT_EQ(exp->size(), 1u);
+  EXPECT_TRUE((*exp)[0].requeued);
+  auto l2 = store_->LeaseNext("w2", 1, 0, 2300, 1000);
+  ASSERT_TRUE(l2.ok() && l2->has_value());
+  EXPECT_EQ((*l2)->job.attempt(), 2);
+  EXPECT_EQ((*l2)->job.fencing_token(), 2);
+
+  v1::Event e;
+  e.set_seq(1);
+  e.set_type("step");
+  auto a = store_->AppendEvents("w1", jobs[0].id(), 1, {e}, 2400);
+  EXPECT_EQ(a.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(a.status()), kStaleFencingToken);
+
+  Completion c{"w1", jobs[0].id(), 1, v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED, "", {}, false};
+  c.result.set_val_bpb_post_quant(1.0);
+  auto stale = store_->CompleteJob(c, 2500, 3, 0);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(stale.status()), kStaleFencingToken);
+  auto job = store_->GetJob(jobs[0].id());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_LEASED);  // nothing overwritten
+  EXPECT_FALSE(job->has_result());
+
+  // Events replayed twice are stored once.
+  auto a1 = store_->AppendEvents("w2", jobs[0].id(), 2, {e}, 2600);
+  ASSERT_TRUE(a1.ok()) << a1.status();
+  EXPECT_TRUE(a1->became_running);
+  EXPECT_EQ(a1->inserted, 1);
+  auto a2 = store_->AppendEvents("w2", jobs[0].id(), 2, {e}, 2600);
+  EXPECT_EQ(a2->inserted, 0);
+  EXPECT_EQ(a2->acked_seq, 1);
+
+  c.worker_id = "w2";
+  c.fencing_token = 2;
+  c.result.set_within_budget(true);
+  c.result.set_artifact_bytes(1000);
+  auto done = store_->CompleteJob(c, 2700, 3, 0);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->job.state(), v1::JOB_STATE_SUCCEEDED);
+  auto again = store_->CompleteJob(c, 2800, 3, 0);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->replay);
+  auto best = store_->BestJobs("", 10);
+  ASSERT_EQ(best->size(), 1u);
+  EXPECT_DOUBLE_EQ((*best)[0].result().val_bpb_post_quant(), 1.0);
+}
+
+TEST_F(SqliteStoreTest, ExpiredLeaseFailsAfterMaxAttempts) {
+  auto jobs = MakeSweep(1, 1, 2);
+  Register("w", 1);
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto l = store_->LeaseNext("w", 1, 0, attempt * 1000, 10);
+    ASSERT_TRUE(l.ok() && l->has_value());
+    ASSERT_TRUE(store_->ExpireLeases(attempt * 1000 + 100).ok());
+  }
+  auto job = store_->GetJob(jobs[0].id());
+  EXPECT_EQ(job->state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job->exit_reason(), v1::EXIT_REASON_LEASE_EXPIRED);
+  EXPECT_NE(job->message().find("2 of 2"), std::string::npos) << job->message();
+}
+
+TEST_F(SqliteStoreTest, InfraFailuresRetryAndDrainButBudgetFailuresDoNot) {
+  auto jobs = MakeSweep(3, 1, 3);
+  Register("w", 1);
+  auto l = store_->LeaseNext("w", 1, 0, 1000, 1000);
+  Completion c{"w", (*l)->job.id(), 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, "CUDA error", {}, true};
+  auto r = store_->CompleteJob(c, 1100, 2, 60000);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->retried);
+  EXPECT_EQ(r->job.state(), v1::JOB_STATE_QUEUED);
+  // Avoids the failing worker for a while: w now gets the next job, not the retried one.
+  l = store_->LeaseNext("w", 1, 0, 1200, 1000);
+  EXPECT_EQ((*l)->job.id(), jobs[1].id());
+  c = {"w", jobs[1].id(), 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_TIME_LIMIT_KILLED, "over time", {}, true};
+  r = store_->CompleteJob(c, 1300, 2, 60000);
+  EXPECT_FALSE(r->retried);
+  EXPECT_EQ(r->job.state(), v1::JOB_STATE_FAILED);
+  EXPECT_FALSE(r->worker_drained);  // budget failures do not count against the node
+  l = store_->LeaseNext("w", 1, 0, 1400, 1000);
+  c = {"w", jobs[2].id(), 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_NO_PROGRESS, "silent", {}, true};
+  r = store_->CompleteJob(c, 1500, 2, 60000);
+  EXPECT_TRUE(r->worker_drained);
+  auto ws = store_->ListWorkers();
+  ASSERT_EQ(ws->size(), 1u);
+  EXPECT_TRUE((*ws)[0].worker.drained());
+  EXPECT_NE((*ws)[0].worker.drain_reason().find("2 jobs in a row failed"), std::string::npos);
+}
+
+TEST_F(SqliteStoreTest, CancelQueuedImmediatelyAndRunningViaHeartbeat) {
+  auto jobs = MakeSweep(2);
+  Register("w", 1);
+  auto l = store_->LeaseNext("w", 1, 0, 1000, 1000);
+  auto q = store_->CancelJob(jobs[1].id(), "user", v1::EXIT_REASON_CANCELLED, 1100);
+  EXPECT_EQ(q->state(), v1::JOB_STATE_CANCELLED);
+  auto r = store_->CancelJob(jobs[0].id(), "user", v1::EXIT_REASON_CANCELLED, 1100);
+  EXPECT_EQ(r->state(), v1::JOB_STATE_LEASED);
+  auto hb = store_->Heartbeat("w", {{jobs[0].id(), 1}, {"nope", 3}}, 0, 1200, 1000);
+  ASSERT_TRUE(hb.ok());
+  EXPECT_EQ(hb->cancel_job_ids, std::vector<std::string>{jobs[0].id()});
+  EXPECT_EQ(hb->lost_job_ids, std::vector<std::string>{"nope"});
+  auto unknown = store_->Heartbeat("ghost", {}, 0, 1200, 1000);
+  EXPECT_FALSE(unknown->known_worker);
+}
+
+TEST_F(SqliteStoreTest, BadPathIsInvalidArgument) {
+  auto s = SqliteStore::Open("/nonexistent-dir/x/caddie.db", {});
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(s.status().message()).find("/nonexistent-dir/x/caddie.db"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace caddie::controller

@@ -1,0 +1,183 @@
+// Store: the controller's durable record of sweeps, jobs, events, results and
+// workers. Every state transition is one transaction whose WHERE clause checks
+// the current state and (for worker reports) the fencing token, so a transition
+// either happens exactly once or reports why not; nothing is half applied.
+//
+// Records are caddie.v1 protobuf messages used as plain value types (no gRPC
+// here); the scheduler owns the policy (what to lease, when to retry), the store
+// only the atomic transitions and queries.
+//
+// Error codes: NotFound (unknown id), FailedPrecondition (transition not allowed
+// from the current state; a stale fencing token also carries the payload
+// kErrorCodePayload = "stale_fencing_token"), InvalidArgument (bad input),
+// Internal (SQLite error, message names the statement).
+//
+// Implementations must be safe for concurrent use from any thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "caddie/v1/types.pb.h"
+
+namespace caddie::controller {
+
+// Status payload key carrying a machine-readable error code (ErrorDetail.code).
+inline constexpr char kErrorCodePayload[] = "caddie-error-code";
+inline constexpr char kStaleFencingToken[] = "stale_fencing_token";
+
+// Returns the machine-readable code attached to `s` ("" when none).
+std::string ErrorCodeOf(const absl::Status& s);
+absl::Status WithErrorCode(absl::Status s, const std::string& code);
+
+// A job to create: spec, axis values and index in its sweep.
+struct NewJob {
+  v1::JobSpec spec;
+  std::string params_json;
+  int index = 0;
+};
+
+// A worker row: its registration plus the scheduler's bookkeeping.
+struct WorkerRecord {
+  v1::Worker worker;              // id, hostname, gpus, labels, version, cpu_slots, drained, drain_reason
+  int32_t gpus_free = 0;          // as last reported
+  int32_t cpu_slots_free = 0;
+  int64_t last_heartbeat_ms = 0;
+  int32_t infra_failure_streak = 0;
+};
+
+struct HeartbeatOutcome {
+  bool known_worker = true;
+  std::vector<std::string> cancel_job_ids;
+  std::vector<std::string> cancel_reasons;   // parallel to cancel_job_ids
+  std::vector<std::string> lost_job_ids;
+  std::vector<std::string> extended_job_ids;
+};
+
+struct AppendOutcome {
+  int64_t acked_seq = 0;
+  bool cancel = false;
+  std::string cancel_reason;
+  bool became_running = false;
+  std::string sweep_id;
+  int64_t inserted = 0;            // events actually stored (replays are ignored)
+};
+
+// Completion request as the store sees it.
+struct Completion {
+  std::string worker_id;
+  std::string job_id;
+  int64_t fencing_token = 0;
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+  v1::ExitReason exit_reason = v1::EXIT_REASON_UNSPECIFIED;
+  std::string message;
+  v1::Result result;
+  bool infra_failure = false;
+};
+
+struct CompleteOutcome {
+  v1::Job job;
+  bool replay = false;             // the same lease had already completed: nothing changed
+  bool retried = false;            // infra failure: requeued with attempt+1
+  bool worker_drained = false;     // this completion drained the worker
+};
+
+// A job handed to a worker, and when it entered the queue (lease latency).
+struct LeasedJob {
+  v1::Job job;
+  int64_t queued_ms = 0;
+};
+
+// A job whose lease expired, and what became of it.
+struct ExpiredLease {
+  std::string job_id;
+  std::string worker_id;
+  bool requeued = false;           // else failed with LEASE_EXPIRED
+};
+
+// One `val` event of a sweep's job (early stopping input).
+struct ValPoint {
+  std::string job_id;
+  int64_t step = 0;
+  double val_bpb = 0;
+  v1::JobState state = v1::JOB_STATE_UNSPECIFIED;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // --- sweeps and jobs ---
+  // Creates the sweep and all its jobs (QUEUED) in one transaction; assigns ids.
+  virtual absl::StatusOr<std::pair<v1::Sweep, std::vector<v1::Job>>> CreateSweep(
+      const v1::SweepSpec& spec, const std::vector<NewJob>& jobs, int64_t now_ms) = 0;
+  virtual absl::StatusOr<v1::Sweep> GetSweep(const std::string& sweep_id) = 0;
+  virtual absl::StatusOr<std::vector<v1::Sweep>> ListSweeps(int limit) = 0;
+  virtual absl::StatusOr<v1::Job> GetJob(const std::string& job_id) = 0;
+  // Jobs of a sweep ("" = all), filtered by state (empty = all), creation order.
+  virtual absl::StatusOr<std::vector<v1::Job>> ListJobs(const std::string& sweep_id,
+                                                         const std::vector<v1::JobState>& states,
+                                                         int limit) = 0;
+  // Counts of jobs per state.
+  virtual absl::StatusOr<std::map<v1::JobState, int64_t>> CountJobsByState() = 0;
+
+  // --- scheduling transitions ---
+  // Atomically picks the first QUEUED job (priority desc, then FIFO) that fits
+  // (gpus ≤ gpus_free for GPU jobs; a free cpu slot for gpus = 0 jobs), not
+  // avoiding this worker, and leases it: state LEASED, attempt+1, fencing token+1,
+  // lease expiry = now + ttl. nullopt when nothing fits.
+  virtual absl::StatusOr<std::optional<LeasedJob>> LeaseNext(const std::string& worker_id, int32_t gpus_free,
+                                                           int32_t cpu_slots_free, int64_t now_ms,
+                                                           int64_t ttl_ms) = 0;
+  // Extends the worker's valid leases to now+ttl; reports cancels and lost leases.
+  virtual absl::StatusOr<HeartbeatOutcome> Heartbeat(const std::string& worker_id,
+                                                      const std::vector<std::pair<std::string, int64_t>>& leases,
+                                                      int32_t gpus_free, int64_t now_ms, int64_t ttl_ms) = 0;
+  // Stores events of one lease (idempotent on (job, attempt, seq)); LEASED → RUNNING.
+  virtual absl::StatusOr<AppendOutcome> AppendEvents(const std::string& worker_id, const std::string& job_id,
+                                                      int64_t fencing_token, const std::vector<v1::Event>& events,
+                                                      int64_t now_ms) = 0;
+  // Ends a lease. Infra failures with attempts left requeue (avoiding this worker
+  // for avoid_ms); budget outcomes never do. Counts the worker's infra failure
+  // streak; drains it at drain_after (0 = never).
+  virtual absl::StatusOr<CompleteOutcome> CompleteJob(const Completion& c, int64_t now_ms, int32_t drain_after,
+                                                       int64_t avoid_ms) = 0;
+  // Leases with expiry < now: requeued with attempt+1, or FAILED/LEASE_EXPIRED
+  // when attempts are exhausted.
+  virtual absl::StatusOr<std::vector<ExpiredLease>> ExpireLeases(int64_t now_ms) = 0;
+  // Pushes every live lease's expiry to at least `min_expiry_ms` (after a restart,
+  // so workers have a TTL to reconnect).
+  virtual absl::Status ExtendAllLeases(int64_t min_expiry_ms) = 0;
+  // QUEUED → CANCELLED now; LEASED/RUNNING: cancel requested (delivered to the
+  // worker); terminal: unchanged. `exit_reason` is recorded (CANCELLED or EARLY_STOPPED).
+  virtual absl::StatusOr<v1::Job> CancelJob(const std::string& job_id, const std::string& reason,
+                                            v1::ExitReason exit_reason, int64_t now_ms) = 0;
+  virtual absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id, const std::string& reason,
+                                                int64_t now_ms) = 0;
+  // Sets pending_reason of QUEUED jobs (job id → reason; others keep theirs).
+  virtual absl::Status SetPendingReasons(const std::map<std::string, std::string>& reasons) = 0;
+
+  // --- events and results ---
+  virtual absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq,
+                                                            int limit) = 0;
+  // The last `n` events of the job's latest attempt, oldest first.
+  virtual absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n) = 0;
+  virtual absl::StatusOr<std::vector<ValPoint>> SweepValPoints(const std::string& sweep_id) = 0;
+  // SUCCEEDED jobs with a within-budget result, best val_bpb_post_quant first.
+  virtual absl::StatusOr<std::vector<v1::Job>> BestJobs(const std::string& sweep_id, int limit) = 0;
+
+  // --- workers ---
+  // Inserts or refreshes a worker (drain state and streak survive re-registration).
+  virtual absl::StatusOr<WorkerRecord> RegisterWorker(const v1::Worker& worker, int64_t now_ms) = 0;
+  virtual absl::StatusOr<std::vector<WorkerRecord>> ListWorkers() = 0;
+  virtual absl::Status SetWorkerFree(const std::string& worker_id, int32_t gpus_free, int32_t cpu_slots_free,
+                                     int64_t now_ms) = 0;
+  virtual absl::Status SetDrained(const std::string& worker_id, bool drained, const std::string& reason) = 0;
+};
+
+}  // namespace caddie::controller
