@@ -4,8 +4,12 @@
 #include "model/trainer.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+// The GPU machine's LibTorch ships no gloo headers: there, NCCL is the only backend.
+#if __has_include(<gloo/algorithm.h>) && __has_include(<gloo/rendezvous/store.h>)
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#define CADDIE_HAVE_GLOO 1
+#endif
 #include <torch/cuda.h>
 #include <torch/torch.h>
 #ifdef USE_C10D_NCCL
@@ -113,10 +117,15 @@ class Dist {
     }
 #endif
     (void)cuda;
+#ifdef CADDIE_HAVE_GLOO
     auto gopts = c10d::ProcessGroupGloo::Options::create(std::chrono::seconds(300));
     gopts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(env.master_addr));
     gopts->threads = 2;
     pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store_, rank, world, gopts);
+#else
+    throw BadInput("WORLD_SIZE = " + std::to_string(world) + " on " + (cuda ? "CUDA" : "CPU") +
+                   " needs a process group this caddie-train was built without (gloo / NCCL)");
+#endif
   }
 
   void AllReduce(torch::Tensor& t, c10d::ReduceOp op = c10d::ReduceOp::SUM) {
@@ -717,18 +726,24 @@ int RunBenchmark(const TrainSpec& spec, int64_t steps) {
     model->to(device);
     Optimizers opts(model, spec, cuda ? torch::kBFloat16 : torch::kFloat32);
     Dist dist(env, cuda);
-    const int64_t b = spec.train_batch_tokens / spec.seq_len;
+    // Micro-batches as in training (8 on one rank by the reference rule).
+    const int64_t accum = GradAccumSteps(spec, 1);
+    const int64_t b = std::max<int64_t>(1, spec.train_batch_tokens / accum / spec.seq_len);
     auto step = [&] {
       ZeroGrads(model);
-      auto xy = torch::randint(spec.vocab_size, {b, spec.seq_len + 1}, torch::kInt64).to(device);
-      torch::Tensor loss;
-      {
-        AutocastGuard ac(cuda);
-        loss = model->Loss(xy.slice(1, 0, spec.seq_len), xy.slice(1, 1, spec.seq_len + 1));
+      double total = 0;
+      for (int64_t m = 0; m < accum; ++m) {
+        auto xy = torch::randint(spec.vocab_size, {b, spec.seq_len + 1}, torch::kInt64).to(device);
+        torch::Tensor loss;
+        {
+          AutocastGuard ac(cuda);
+          loss = model->Loss(xy.slice(1, 0, spec.seq_len), xy.slice(1, 1, spec.seq_len + 1));
+        }
+        (loss / static_cast<double>(accum)).backward();
+        total += loss.item<double>();
       }
-      loss.backward();
       opts.Step(dist);
-      return loss.item<double>();
+      return total / accum;
     };
     step();  // warm-up
     if (cuda) torch::cuda::synchronize();
@@ -741,9 +756,11 @@ int RunBenchmark(const TrainSpec& spec, int64_t steps) {
               {"threads", torch::get_num_threads()},
               {"params", model->NumParams()},
               {"steps", steps},
-              {"batch_tokens", b * spec.seq_len},
+              {"batch_tokens", accum * b * spec.seq_len},
+              {"grad_accum_steps", accum},
               {"step_ms", 1000.0 * s / steps},
-              {"tokens_per_s", steps * b * spec.seq_len / s}};
+              {"tokens_per_s", steps * accum * b * spec.seq_len / s},
+              {"peak_mem_bytes", PeakMemoryBytes(cuda, 0)}};
     std::printf("%s\n", j.dump().c_str());
     return kExitOk;
   } catch (const std::exception& e) {
