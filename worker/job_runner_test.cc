@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <filesystem>
@@ -51,6 +52,7 @@ class JobRunnerTest : public testing::Test {
       ++batches_;
       for (auto& e : batch) events_.push_back(std::move(e));
     });
+    live_.store(runner_.get());
     const auto t0 = Clock::now();
     JobOutcome o = runner_->Run();
     elapsed_s_ = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -76,6 +78,7 @@ class JobRunnerTest : public testing::Test {
   int batches_ = 0;
   double elapsed_s_ = 0;
   std::unique_ptr<JobRunner> runner_;
+  std::atomic<JobRunner*> live_{nullptr};  // for other threads: set before Run
 };
 
 caddie::v1::Budget MakeBudget(double train, double grace, double eval = 0) {
@@ -277,9 +280,10 @@ TEST_F(JobRunnerTest, SilentTrainerFailsWithNoProgress) {
 TEST_F(JobRunnerTest, CancelKillsTheGroupAtOnce) {
   std::thread canceller([this] {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
-    runner_->Cancel("user asked");
+    JobRunner* r = nullptr;
+    while ((r = live_.load()) == nullptr) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    r->Cancel("user asked");
   });
-  // runner_ is created inside RunJob before Run starts; the thread waits for that.
   JobOutcome o = RunJob({{"fake", {{"steps", 100000}, {"step_ms", 20}, {"ignore_sigterm", true}}}}, {}, {0, 1});
   canceller.join();
   EXPECT_EQ(o.state, caddie::v1::JOB_STATE_CANCELLED);
