@@ -67,7 +67,7 @@ void Run(const DataArgs& a) {
 
 }  // namespace
 
-void RegisterDataCommand(CLI::App& app) {
+void RegisterDataCommandInProcess(CLI::App& app) {
   auto args = std::make_shared<DataArgs>();
   CLI::App* cmd = app.add_subcommand(
       "data", "Build the corpus, SentencePiece tokenizers, shards and byte tables (<out>/sp<V>/)");

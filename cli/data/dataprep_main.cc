@@ -9,7 +9,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"caddie-dataprep: corpus, tokenizers and shards for caddie"};
   app.set_version_flag("--version", std::string("caddie-dataprep ") + CADDIE_VERSION);
-  caddie::cli::RegisterDataCommand(app);
+  caddie::cli::RegisterDataCommandInProcess(app);
   app.require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
   return 0;
