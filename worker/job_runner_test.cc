@@ -28,6 +28,11 @@ bool ProcessGone(long long pid) { return kill(static_cast<pid_t>(pid), 0) != 0 &
 
 class JobRunnerTest : public testing::Test {
  protected:
+  void TearDown() override {
+    std::error_code ec;
+    if (!HasFailure() && !run_dir_.empty()) fs::remove_all(run_dir_, ec);
+  }
+
   // Runs `spec` (with `gpus` fake GPU indices) under `budget`; collects events.
   JobOutcome RunJob(json spec, caddie::v1::Budget budget = {}, std::vector<int> gpus = {},
                     RunnerConfig config = {}) {

@@ -49,6 +49,8 @@ class WorkerTest : public testing::Test {
   void TearDown() override {
     StopWorker();
     server_->Shutdown(std::chrono::system_clock::now() + 1s);
+    std::error_code ec;
+    if (!HasFailure()) fs::remove_all(work_dir_, ec);
   }
 
   WorkerOptions Options() {

@@ -58,7 +58,12 @@ class WorkerProcessTest : public ::testing::Test {
   void TearDown() override {
     worker_.Kill();
     if (server_) server_->Shutdown(std::chrono::system_clock::now() + 1s);
-    if (HasFailure()) std::fprintf(stderr, "--- worker log\n%s\n", worker_.Log().c_str());
+    if (HasFailure()) {
+      std::fprintf(stderr, "--- worker log\n%s\n", worker_.Log().c_str());
+    } else {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);  // artifacts of 16 MB add up
+    }
   }
 
   void StartWorker(int gpus, const std::string& trainer = "", std::vector<std::string> extra = {}) {

@@ -94,6 +94,8 @@ TEST(WorkerRealTrainerTest, CpuRunSucceedsWithMeasuredArtifact) {
   EXPECT_EQ(spec["data"], data);
   EXPECT_EQ(spec["max_wallclock_seconds"], 120.0);
   server->Shutdown(std::chrono::system_clock::now() + 1s);
+  std::error_code ec;
+  if (!HasFailure()) fs::remove_all(dir, ec);
 }
 
 }  // namespace
