@@ -1,0 +1,667 @@
+#include "controller/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/core/train_spec.h"
+#include "common/metric_names.h"
+#include "common/status_macros.h"
+#include "controller/early_stopping.h"
+
+namespace caddie::controller {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t SystemNowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string StateLabel(v1::JobState s) {
+  std::string n = v1::JobState_Name(s);
+  if (n.rfind("JOB_STATE_", 0) == 0) n = n.substr(10);
+  return absl::AsciiStrToLower(n);
+}
+
+bool IsFinal(v1::JobState s) {
+  return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_OVER_BUDGET ||
+         s == v1::JOB_STATE_CANCELLED;
+}
+
+SchedulerOptions WithDefaults(SchedulerOptions o) {
+  if (!o.now_ms) o.now_ms = SystemNowMs;
+  return o;
+}
+
+// Keys of a trainer spec that differ from the baseline, minus where-to-run keys.
+std::string SpecDiff(const std::string& spec_json) {
+  auto spec = ParseTrainSpecText(spec_json);
+  if (!spec.ok()) return "{}";
+  json all = ToJson(*spec);
+  json diff = json::object();
+  for (const auto& k : NonDefaultKeys(*spec)) {
+    if (k == "data" || k == "run_dir" || k == "device") continue;
+    diff[k] = all[k];
+  }
+  return diff.dump();
+}
+
+}  // namespace
+
+struct Scheduler::Metrics {
+  explicit Metrics(metrics::Registry* r)
+      : jobs(r->AddGauge(metric_names::kJobs).value()),
+        finished(r->AddCounter(metric_names::kJobsFinished).value()),
+        queue_depth(r->AddGauge(metric_names::kQueueDepth).value()),
+        pending(r->AddGauge(metric_names::kPendingJobs).value()),
+        lease_latency(r->AddHistogram(metric_names::kLeaseLatency).value()),
+        leases_expired(r->AddCounter(metric_names::kLeasesExpired).value()),
+        stale(r->AddCounter(metric_names::kStaleReportsRejected).value()),
+        workers(r->AddGauge(metric_names::kWorkers).value()),
+        heartbeat_age(r->AddGauge(metric_names::kWorkerHeartbeatAge).value()),
+        worker_gpus(r->AddGauge(metric_names::kWorkerGpus).value()),
+        job_step(r->AddGauge(metric_names::kJobStep).value()),
+        job_loss(r->AddGauge(metric_names::kJobTrainLoss).value()),
+        job_val(r->AddGauge(metric_names::kJobValBpb).value()),
+        job_tps(r->AddGauge(metric_names::kJobTokensPerSecond).value()),
+        job_mem(r->AddGauge(metric_names::kJobGpuMemory).value()),
+        job_elapsed(r->AddGauge(metric_names::kJobElapsed).value()),
+        job_budget(r->AddGauge(metric_names::kJobBudget).value()),
+        lb_val(r->AddGauge(metric_names::kLeaderboardValBpb).value()),
+        lb_bytes(r->AddGauge(metric_names::kLeaderboardArtifactBytes).value()) {
+    for (auto s : metric_names::kJobStates) jobs->WithLabels({s}).Set(0);
+    for (auto s : metric_names::kFinalStates) finished->WithLabels({s});
+    for (auto s : metric_names::kPendingReasons) pending->WithLabels({s}).Set(0);
+    for (auto s : metric_names::kWorkerStates) workers->WithLabels({s}).Set(0);
+    queue_depth->WithLabels({}).Set(0);
+    leases_expired->WithLabels({});
+    stale->WithLabels({});
+    lease_latency->WithLabels({});
+  }
+  void RemoveJob(const std::string& sweep, const std::string& job) {
+    const metrics::LabelValues l = {sweep, job};
+    for (auto* f : {job_step, job_loss, job_val, job_tps, job_mem, job_elapsed, job_budget}) f->Remove(l);
+  }
+  metrics::GaugeFamily* jobs;
+  metrics::CounterFamily* finished;
+  metrics::GaugeFamily* queue_depth;
+  metrics::GaugeFamily* pending;
+  metrics::HistogramFamily* lease_latency;
+  metrics::CounterFamily* leases_expired;
+  metrics::CounterFamily* stale;
+  metrics::GaugeFamily* workers;
+  metrics::GaugeFamily* heartbeat_age;
+  metrics::GaugeFamily* worker_gpus;
+  metrics::GaugeFamily *job_step, *job_loss, *job_val, *job_tps, *job_mem, *job_elapsed, *job_budget;
+  metrics::GaugeFamily *lb_val, *lb_bytes;
+};
+
+Scheduler::Scheduler(Store* store, metrics::Registry* registry, SchedulerOptions options)
+    : store_(store),
+      registry_(registry),
+      options_(WithDefaults(std::move(options))),
+      metrics_(std::make_unique<Metrics>(registry)) {
+  // Restart: leases recorded before the restart get a full TTL from now, so
+  // workers that kept running reconnect before anything expires.
+  absl::Status s = store_->ExtendAllLeases(NowMs() + TtlMs());
+  if (!s.ok()) spdlog::error("extending leases after start: {}", s.ToString());
+  auto ws = store_->ListWorkers();
+  if (ws.ok()) {
+    absl::MutexLock l(&mu_);
+    for (const auto& r : *ws) {
+      WorkerState w;
+      w.gpus_total = r.worker.gpus_size();
+      w.cpu_slots = r.worker.cpu_slots();
+      w.gpus_free = r.gpus_free;
+      w.cpu_slots_free = r.cpu_slots_free;
+      w.last_seen_ms = r.last_heartbeat_ms;
+      w.drained = r.worker.drained();
+      w.drain_reason = r.worker.drain_reason();
+      workers_[r.worker.id()] = w;
+    }
+  }
+  (void)RefreshPendingAndGauges();
+  if (options_.tick_seconds > 0) {
+    tick_thread_ = std::thread([this] {
+      const auto period = absl::Seconds(options_.tick_seconds);
+      while (!stop_.WaitForNotificationWithTimeout(period)) {
+        absl::Status st = Tick();
+        if (!st.ok()) spdlog::error("scheduler tick: {}", st.ToString());
+      }
+    });
+  }
+}
+
+Scheduler::~Scheduler() { Stop(); }
+
+void Scheduler::Stop() {
+  if (!stop_.HasBeenNotified()) stop_.Notify();
+  if (tick_thread_.joinable()) tick_thread_.join();
+}
+
+// ---------------------------------------------------------------- users
+
+absl::StatusOr<v1::SubmitSweepResponse> Scheduler::SubmitSweep(const v1::SubmitSweepRequest& req) {
+  const v1::SweepSpec& spec = req.spec();
+  if (spec.gpus() < 0 || spec.gpus() > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("gpus must be between 0 and 1024, got ", spec.gpus()));
+  }
+  if (spec.max_attempts() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_attempts must be >= 0, got ", spec.max_attempts()));
+  }
+  const auto& b = spec.budget();
+  if (b.train_seconds() < 0 || b.eval_seconds() < 0 || b.artifact_limit_bytes() < 0 || b.grace_seconds() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("budget values must be >= 0, got ", b.ShortDebugString()));
+  }
+  ASSIGN_OR_RETURN(ExpandedSweep expanded, ExpandSweepText(spec.sweep_json()));
+  std::vector<NewJob> jobs;
+  jobs.reserve(expanded.jobs.size());
+  for (const auto& j : expanded.jobs) {
+    auto parsed = ParseTrainSpec(j.spec);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("job ", j.index, " (", j.params.dump(), "): ", parsed.status().message()));
+    }
+    NewJob nj;
+    nj.spec.set_spec_json(j.spec.dump());
+    nj.spec.set_gpus(spec.gpus());
+    *nj.spec.mutable_budget() = spec.budget();
+    nj.spec.set_priority(spec.priority());
+    nj.spec.set_max_attempts(spec.max_attempts() > 0 ? spec.max_attempts() : 3);
+    nj.params_json = j.params.dump();
+    nj.index = j.index;
+    jobs.push_back(std::move(nj));
+  }
+  v1::SubmitSweepResponse resp;
+  if (req.dry_run()) {
+    *resp.mutable_sweep()->mutable_spec() = spec;
+    resp.mutable_sweep()->set_jobs_total(static_cast<int32_t>(jobs.size()));
+    for (const auto& nj : jobs) {
+      v1::Job* job = resp.add_jobs();
+      *job->mutable_spec() = nj.spec;
+      job->set_params_json(nj.params_json);
+      job->set_index_in_sweep(nj.index);
+      job->set_state(v1::JOB_STATE_QUEUED);
+    }
+    return resp;
+  }
+  ASSIGN_OR_RETURN(auto created, store_->CreateSweep(spec, jobs, NowMs()));
+  {
+    absl::MutexLock l(&mu_);
+    early_stopping_[created.first.id()] = expanded.early_stopping;
+  }
+  spdlog::info("sweep {} '{}' submitted: {} jobs ({}{})", created.first.id(), spec.name(), created.second.size(),
+               expanded.mode, expanded.early_stopping.type.empty() ? "" : ", " + expanded.early_stopping.type);
+  *resp.mutable_sweep() = std::move(created.first);
+  for (auto& j : created.second) *resp.add_jobs() = std::move(j);
+  return resp;
+}
+
+absl::StatusOr<std::vector<v1::Job>> Scheduler::ListJobs(const v1::ListJobsRequest& req) {
+  std::vector<v1::JobState> states;
+  for (int s : req.states()) states.push_back(static_cast<v1::JobState>(s));
+  return store_->ListJobs(req.sweep_id(), states, req.limit());
+}
+
+absl::StatusOr<v1::Job> Scheduler::CancelJob(const std::string& id, const std::string& reason) {
+  const std::string why = reason.empty() ? "cancelled by user" : reason;
+  ASSIGN_OR_RETURN(auto job, store_->CancelJob(id, why, v1::EXIT_REASON_CANCELLED, NowMs()));
+  if (job.state() == v1::JOB_STATE_CANCELLED) OnJobFinished(job);
+  Notify(id);
+  spdlog::info("job {} cancel: {} (state {})", id, why, StateLabel(job.state()));
+  return job;
+}
+
+absl::StatusOr<v1::Sweep> Scheduler::CancelSweep(const std::string& id, const std::string& reason) {
+  ASSIGN_OR_RETURN(auto sweep, store_->CancelSweep(id, reason.empty() ? "sweep cancelled by user" : reason, NowMs()));
+  ASSIGN_OR_RETURN(auto jobs, store_->ListJobs(id, {}, 0));
+  for (const auto& j : jobs) Notify(j.id());
+  return sweep;
+}
+
+absl::StatusOr<v1::LeaderboardResponse> Scheduler::Leaderboard(const v1::LeaderboardRequest& req) {
+  ASSIGN_OR_RETURN(auto best, store_->BestJobs(req.sweep_id(), req.limit() > 0 ? req.limit() : 20));
+  v1::LeaderboardResponse resp;
+  int rank = 0;
+  for (const auto& j : best) {
+    auto* e = resp.add_entries();
+    e->set_rank(++rank);
+    e->set_job_id(j.id());
+    e->set_sweep_id(j.sweep_id());
+    e->set_val_bpb_post_quant(j.result().val_bpb_post_quant());
+    e->set_val_bpb(j.result().val_bpb());
+    e->set_artifact_bytes(j.result().artifact_bytes());
+    e->set_parameters(j.result().parameters());
+    e->set_steps(j.result().steps());
+    e->set_spec_diff_json(SpecDiff(j.spec().spec_json()));
+  }
+  return resp;
+}
+
+absl::StatusOr<std::vector<v1::Worker>> Scheduler::ListWorkers() {
+  ASSIGN_OR_RETURN(auto recs, store_->ListWorkers());
+  std::vector<v1::Worker> out;
+  absl::MutexLock l(&mu_);
+  for (auto& r : recs) {
+    auto it = workers_.find(r.worker.id());
+    if (it != workers_.end()) {
+      r.worker.set_gpus_free(it->second.gpus_free);
+      r.worker.set_last_heartbeat_unix_ms(std::max(it->second.last_seen_ms, r.last_heartbeat_ms));
+    }
+    out.push_back(std::move(r.worker));
+  }
+  return out;
+}
+
+absl::StatusOr<std::string> Scheduler::JobLogs(const std::string& job_id, int tail_lines) {
+  RETURN_IF_ERROR(store_->GetJob(job_id).status());
+  ASSIGN_OR_RETURN(auto events, store_->TailEvents(job_id, tail_lines > 0 ? tail_lines : 100));
+  std::string text;
+  for (const auto& e : events) absl::StrAppend(&text, e.json(), "\n");
+  return text;
+}
+
+// ---------------------------------------------------------------- workers
+
+absl::StatusOr<v1::RegisterWorkerResponse> Scheduler::RegisterWorker(const v1::RegisterWorkerRequest& req) {
+  v1::Worker w = req.worker();
+  if (w.id().empty()) {
+    w.set_id(absl::StrFormat("w-%s-%x", w.hostname().empty() ? "anon" : w.hostname(),
+                             static_cast<uint32_t>(NowMs() ^ reinterpret_cast<uintptr_t>(&w))));
+  }
+  if (w.cpu_slots() < 0) return absl::InvalidArgumentError(absl::StrCat("cpu_slots must be >= 0, got ", w.cpu_slots()));
+  const int64_t now = NowMs();
+  ASSIGN_OR_RETURN(auto rec, store_->RegisterWorker(w, now));
+  {
+    absl::MutexLock l(&mu_);
+    auto& s = workers_[w.id()];
+    s.gpus_total = w.gpus_size();
+    s.cpu_slots = w.cpu_slots();
+    s.gpus_free = w.gpus_free() > 0 ? w.gpus_free() : w.gpus_size();
+    s.cpu_slots_free = w.cpu_slots();
+    s.last_seen_ms = now;
+  }
+  spdlog::info("worker {} registered: {} GPUs, {} CPU slots, host {}", w.id(), w.gpus_size(), w.cpu_slots(),
+               w.hostname());
+  v1::RegisterWorkerResponse resp;
+  resp.set_worker_id(w.id());
+  resp.set_heartbeat_interval_seconds(options_.heartbeat_interval_seconds);
+  resp.set_lease_ttl_seconds(options_.lease_ttl_seconds);
+  return resp;
+}
+
+absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobRequest& req) {
+  const int64_t now = NowMs();
+  v1::LeaseJobResponse resp;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = workers_.find(req.worker_id());
+    if (it == workers_.end()) {
+      return absl::NotFoundError(absl::StrCat("unknown worker '", req.worker_id(), "'; register again"));
+    }
+    it->second.last_seen_ms = now;
+    it->second.gpus_free = req.gpus_free();
+    it->second.cpu_slots_free = req.cpu_slots_free();
+    if (it->second.drained) {
+      resp.set_pending_reason(absl::StrCat("worker ", req.worker_id(), " is drained: ", it->second.drain_reason));
+      return resp;
+    }
+  }
+  ASSIGN_OR_RETURN(auto leased, store_->LeaseNext(req.worker_id(), req.gpus_free(), req.cpu_slots_free(), now,
+                                                  TtlMs()));
+  if (!leased) {
+    absl::MutexLock l(&mu_);
+    if (queue_depth_ > 0) {
+      resp.set_pending_reason(absl::StrCat(queue_depth_, " jobs queued; none fits ", req.gpus_free(),
+                                           " free GPUs and ", req.cpu_slots_free(), " free CPU slots on ",
+                                           req.worker_id()));
+    }
+    return resp;
+  }
+  counters_.leases_granted++;
+  metrics_->lease_latency->WithLabels({}).Observe(static_cast<double>(now - leased->queued_ms) / 1000.0);
+  {
+    absl::MutexLock l(&mu_);
+    auto& w = workers_[req.worker_id()];
+    if (leased->job.spec().gpus() > 0) {
+      w.gpus_free = std::max(0, w.gpus_free - leased->job.spec().gpus());
+    } else {
+      w.cpu_slots_free = std::max(0, w.cpu_slots_free - 1);
+    }
+  }
+  const auto& job = leased->job;
+  metrics_->job_budget->WithLabels({job.sweep_id(), job.id()})
+      .Set(job.spec().budget().train_seconds() > 0 ? job.spec().budget().train_seconds() : 600);
+  spdlog::info("job {} leased to {} (attempt {}, token {})", job.id(), req.worker_id(), job.attempt(),
+               job.fencing_token());
+  resp.set_fencing_token(job.fencing_token());
+  *resp.mutable_job() = std::move(leased->job);
+  Notify(resp.job().id());
+  return resp;
+}
+
+absl::StatusOr<v1::HeartbeatResponse> Scheduler::Heartbeat(const v1::HeartbeatRequest& req) {
+  const int64_t now = NowMs();
+  std::vector<std::pair<std::string, int64_t>> leases;
+  for (const auto& l : req.leases()) leases.emplace_back(l.job_id(), l.fencing_token());
+  ASSIGN_OR_RETURN(auto out, store_->Heartbeat(req.worker_id(), leases, req.gpus_free(), now, TtlMs()));
+  v1::HeartbeatResponse resp;
+  if (!out.known_worker) {
+    resp.set_reregister(true);
+    for (const auto& l : req.leases()) resp.add_lost_job_ids(l.job_id());
+    return resp;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    auto& w = workers_[req.worker_id()];
+    w.last_seen_ms = now;
+    w.gpus_free = req.gpus_free();
+  }
+  for (auto& id : out.cancel_job_ids) resp.add_cancel_job_ids(id);
+  for (auto& id : out.lost_job_ids) resp.add_lost_job_ids(id);
+  return resp;
+}
+
+void Scheduler::CountStale(const absl::Status& s) {
+  if (ErrorCodeOf(s) == kStaleFencingToken) {
+    counters_.stale_reports_rejected++;
+    metrics_->stale->WithLabels({}).Inc();
+    spdlog::warn("rejected: {}", std::string(s.message()));
+  }
+}
+
+absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::ReportEventsRequest& req) {
+  std::vector<v1::Event> events(req.events().begin(), req.events().end());
+  auto out = store_->AppendEvents(req.worker_id(), req.lease().job_id(), req.lease().fencing_token(), events, NowMs());
+  if (!out.ok()) {
+    CountStale(out.status());
+    return out.status();
+  }
+  const std::string& job_id = req.lease().job_id();
+  bool has_val = false;
+  for (const auto& e : events) {
+    if (e.type() != "step" && e.type() != "val") continue;
+    auto j = json::parse(e.json(), nullptr, false);
+    if (!j.is_object()) continue;
+    const metrics::LabelValues l = {out->sweep_id, job_id};
+    auto num = [&](const char* k) -> std::optional<double> {
+      if (j.contains(k) && j[k].is_number()) return j[k].get<double>();
+      return std::nullopt;
+    };
+    if (e.type() == "val") {
+      has_val = true;
+      if (auto v = num("val_bpb")) metrics_->job_val->WithLabels(l).Set(*v);
+    } else {
+      if (auto v = num("step")) metrics_->job_step->WithLabels(l).Set(*v);
+      if (auto v = num("train_loss")) metrics_->job_loss->WithLabels(l).Set(*v);
+      if (auto v = num("tokens_per_s")) metrics_->job_tps->WithLabels(l).Set(*v);
+      if (auto v = num("mem_bytes")) metrics_->job_mem->WithLabels(l).Set(*v);
+    }
+    if (auto v = num("train_time_s")) metrics_->job_elapsed->WithLabels(l).Set(*v);
+  }
+  v1::ReportEventsResponse resp;
+  resp.set_acked_seq(out->acked_seq);
+  resp.set_cancel(out->cancel);
+  resp.set_cancel_reason(out->cancel_reason);
+  if (has_val && out->inserted > 0) {
+    absl::Status s = ApplyEarlyStopping(out->sweep_id);
+    if (!s.ok()) spdlog::error("early stopping for sweep {}: {}", out->sweep_id, s.ToString());
+    absl::MutexLock l(&mu_);
+    if (!resp.cancel() && stopped_early_.count(job_id)) {
+      auto job = store_->GetJob(job_id);
+      if (job.ok()) {
+        resp.set_cancel(true);
+        resp.set_cancel_reason(job->state() == v1::JOB_STATE_CANCELLED ? job->message() : "early_stopped");
+      }
+    }
+  }
+  if (resp.cancel() && resp.cancel_reason().empty()) resp.set_cancel_reason("cancelled");
+  if (out->inserted > 0 || out->became_running) Notify(job_id);
+  return resp;
+}
+
+absl::StatusOr<v1::CompleteJobResponse> Scheduler::CompleteJob(const v1::CompleteJobRequest& req) {
+  Completion c;
+  c.worker_id = req.worker_id();
+  c.job_id = req.lease().job_id();
+  c.fencing_token = req.lease().fencing_token();
+  c.state = req.state();
+  c.exit_reason = req.exit_reason();
+  c.message = req.message();
+  c.result = req.result();
+  c.infra_failure = req.infra_failure();
+  auto out = store_->CompleteJob(c, NowMs(), options_.drain_after,
+                                 static_cast<int64_t>(options_.retry_avoid_seconds * 1000));
+  if (!out.ok()) {
+    CountStale(out.status());
+    return out.status();
+  }
+  {
+    absl::MutexLock l(&mu_);
+    auto& w = workers_[req.worker_id()];
+    const int gpus = out->job.spec().gpus();
+    if (!out->replay) {
+      if (gpus > 0) {
+        w.gpus_free = std::min(w.gpus_total, w.gpus_free + gpus);
+      } else {
+        w.cpu_slots_free = std::min(w.cpu_slots, w.cpu_slots_free + 1);
+      }
+    }
+  }
+  if (out->worker_drained) {
+    counters_.workers_drained++;
+    auto ws = store_->ListWorkers();
+    absl::MutexLock l(&mu_);
+    if (ws.ok()) {
+      for (const auto& r : *ws) {
+        if (r.worker.id() != req.worker_id()) continue;
+        workers_[r.worker.id()].drained = true;
+        workers_[r.worker.id()].drain_reason = r.worker.drain_reason();
+        spdlog::warn("worker {} drained: {}", r.worker.id(), r.worker.drain_reason());
+      }
+    }
+  }
+  if (!out->replay) {
+    if (out->retried) {
+      metrics_->RemoveJob(out->job.sweep_id(), out->job.id());
+      spdlog::warn("job {} attempt {} failed on {} ({}); requeued", c.job_id, out->job.attempt(), c.worker_id,
+                   v1::ExitReason_Name(c.exit_reason));
+    } else {
+      OnJobFinished(out->job);
+      spdlog::info("job {} finished: {} / {}", c.job_id, StateLabel(out->job.state()),
+                   v1::ExitReason_Name(out->job.exit_reason()));
+    }
+    Notify(c.job_id);
+  }
+  v1::CompleteJobResponse resp;
+  *resp.mutable_job() = std::move(out->job);
+  return resp;
+}
+
+void Scheduler::OnJobFinished(const v1::Job& job) {
+  metrics_->RemoveJob(job.sweep_id(), job.id());
+  if (IsFinal(job.state())) metrics_->finished->WithLabels({StateLabel(job.state())}).Inc();
+  if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+    auto best = store_->BestJobs(job.sweep_id(), metric_names::kLeaderboardSize);
+    if (best.ok()) {
+      metrics_->lb_val->RemoveMatching("sweep_id", job.sweep_id());
+      metrics_->lb_bytes->RemoveMatching("sweep_id", job.sweep_id());
+      for (const auto& b : *best) {
+        metrics_->lb_val->WithLabels({b.sweep_id(), b.id()}).Set(b.result().val_bpb_post_quant());
+        metrics_->lb_bytes->WithLabels({b.sweep_id(), b.id()}).Set(static_cast<double>(b.result().artifact_bytes()));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- early stopping
+
+absl::StatusOr<EarlyStoppingConfig> Scheduler::SweepEarlyStopping(const std::string& sweep_id) {
+  {
+    absl::MutexLock l(&mu_);
+    auto it = early_stopping_.find(sweep_id);
+    if (it != early_stopping_.end()) return it->second;
+  }
+  ASSIGN_OR_RETURN(auto sweep, store_->GetSweep(sweep_id));
+  auto j = json::parse(sweep.spec().sweep_json(), nullptr, false);
+  EarlyStoppingConfig c;
+  if (j.is_object()) {
+    auto parsed = ParseEarlyStopping(j);
+    if (parsed.ok()) c = *parsed;
+  }
+  absl::MutexLock l(&mu_);
+  early_stopping_[sweep_id] = c;
+  return c;
+}
+
+absl::Status Scheduler::ApplyEarlyStopping(const std::string& sweep_id) {
+  ASSIGN_OR_RETURN(auto config, SweepEarlyStopping(sweep_id));
+  if (config.type.empty()) return absl::OkStatus();
+  ASSIGN_OR_RETURN(auto points, store_->SweepValPoints(sweep_id));
+  for (const auto& d : DecideEarlyStops(config, points)) {
+    {
+      absl::MutexLock l(&mu_);
+      if (!stopped_early_.insert(d.job_id).second) continue;
+    }
+    ASSIGN_OR_RETURN(auto job, store_->CancelJob(d.job_id, d.reason, v1::EXIT_REASON_EARLY_STOPPED, NowMs()));
+    counters_.early_stopped++;
+    spdlog::info("job {} {}", d.job_id, d.reason);
+    Notify(d.job_id);
+  }
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- housekeeping
+
+absl::Status Scheduler::Tick() {
+  ASSIGN_OR_RETURN(auto expired, store_->ExpireLeases(NowMs()));
+  for (const auto& e : expired) {
+    counters_.leases_expired++;
+    metrics_->leases_expired->WithLabels({}).Inc();
+    spdlog::warn("job {}: lease on {} expired; {}", e.job_id, e.worker_id, e.requeued ? "requeued" : "failed");
+    auto job = store_->GetJob(e.job_id);
+    if (job.ok()) {
+      if (IsFinal(job->state())) {
+        OnJobFinished(*job);
+      } else {
+        metrics_->RemoveJob(job->sweep_id(), job->id());
+      }
+    }
+    Notify(e.job_id);
+  }
+  return RefreshPendingAndGauges();
+}
+
+absl::Status Scheduler::RefreshPendingAndGauges() {
+  const int64_t now = NowMs();
+  ASSIGN_OR_RETURN(auto counts, store_->CountJobsByState());
+  for (auto s : metric_names::kJobStates) metrics_->jobs->WithLabels({s}).Set(0);
+  for (const auto& [state, n] : counts) {
+    if (state != v1::JOB_STATE_UNSPECIFIED) metrics_->jobs->WithLabels({StateLabel(state)}).Set(static_cast<double>(n));
+  }
+  const int64_t queued = counts.count(v1::JOB_STATE_QUEUED) ? counts[v1::JOB_STATE_QUEUED] : 0;
+  metrics_->queue_depth->WithLabels({}).Set(static_cast<double>(queued));
+
+  std::map<std::string, WorkerState> workers;
+  {
+    absl::MutexLock l(&mu_);
+    queue_depth_ = queued;
+    workers = workers_;
+  }
+  const int64_t lost_ms = static_cast<int64_t>(options_.worker_lost_seconds * 1000);
+  int live = 0, drained = 0, lost = 0;
+  std::string big_id, free_id, cpu_id;
+  int32_t biggest = -1, most_free = -1, cpu_free = -1;
+  for (const auto& [id, w] : workers) {
+    const double age = static_cast<double>(now - w.last_seen_ms) / 1000.0;
+    metrics_->heartbeat_age->WithLabels({id}).Set(age);
+    metrics_->worker_gpus->WithLabels({id, "free"}).Set(w.gpus_free);
+    metrics_->worker_gpus->WithLabels({id, "busy"}).Set(std::max(0, w.gpus_total - w.gpus_free));
+    if (w.drained) {
+      ++drained;
+      continue;
+    }
+    if (now - w.last_seen_ms > lost_ms) {
+      ++lost;
+      continue;
+    }
+    ++live;
+    if (w.gpus_total > biggest) biggest = w.gpus_total, big_id = id;
+    if (w.gpus_free > most_free) most_free = w.gpus_free, free_id = id;
+    if (w.cpu_slots > 0 && w.cpu_slots_free > cpu_free) cpu_free = w.cpu_slots_free, cpu_id = id;
+  }
+  metrics_->workers->WithLabels({"live"}).Set(live);
+  metrics_->workers->WithLabels({"drained"}).Set(drained);
+  metrics_->workers->WithLabels({"lost"}).Set(lost);
+
+  std::map<std::string, int> by_category;
+  for (auto r : metric_names::kPendingReasons) by_category[std::string(r)] = 0;
+  std::map<std::string, std::string> reasons;
+  if (queued > 0) {
+    ASSIGN_OR_RETURN(auto jobs, store_->ListJobs("", {v1::JOB_STATE_QUEUED}, 2000));
+    for (const auto& j : jobs) {
+      const int g = j.spec().gpus();
+      std::string reason, category;
+      if (live == 0) {
+        category = "no_live_workers";
+        reason = absl::StrCat("no live worker (", workers.size(), " registered, ", drained, " drained, ", lost,
+                              " lost)");
+      } else if (g > 0 && g > biggest) {
+        category = "no_worker_large_enough";
+        reason = absl::StrCat("needs ", g, " GPUs on one worker; largest: ", biggest, " on ", big_id);
+      } else if (g > 0 && g > most_free) {
+        category = "insufficient_free_gpus";
+        reason = absl::StrCat("needs ", g, " GPUs on one worker; largest free: ", most_free, " on ", free_id);
+      } else if (g == 0 && cpu_free < 0) {
+        category = "no_worker_large_enough";
+        reason = "needs a CPU slot; no live worker offers CPU slots";
+      } else if (g == 0 && cpu_free == 0) {
+        category = "insufficient_free_gpus";
+        reason = "needs a CPU slot; all CPU slots are busy";
+      } else if (j.attempt() > 0 && !j.message().empty()) {
+        category = "retry_backoff";
+        reason = absl::StrCat("waiting for attempt ", j.attempt() + 1, " (", j.message(), ")");
+      }
+      reasons[j.id()] = reason;
+      if (!category.empty()) by_category[category]++;
+    }
+    RETURN_IF_ERROR(store_->SetPendingReasons(reasons));
+  }
+  for (const auto& [cat, n] : by_category) metrics_->pending->WithLabels({cat}).Set(n);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------- watchers
+
+int64_t Scheduler::Watch(const std::string& job_id, std::function<void()> fn) {
+  absl::MutexLock l(&watch_mu_);
+  const int64_t h = next_watch_++;
+  watchers_[h] = {job_id, std::make_shared<std::function<void()>>(std::move(fn))};
+  return h;
+}
+
+void Scheduler::Unwatch(int64_t handle) {
+  absl::MutexLock l(&watch_mu_);
+  watchers_.erase(handle);
+}
+
+void Scheduler::Notify(const std::string& job_id) {
+  std::vector<std::shared_ptr<std::function<void()>>> fns;
+  {
+    absl::MutexLock l(&watch_mu_);
+    for (const auto& [h, w] : watchers_) {
+      if (w.first == job_id) fns.push_back(w.second);
+    }
+  }
+  for (const auto& f : fns) (*f)();
+}
+
+}  // namespace caddie::controller

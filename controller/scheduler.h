@@ -1,0 +1,161 @@
+// Scheduler: the controller's policy layer between the gRPC service and the
+// Store. Owns sweep submission (expansion + spec validation), lease placement
+// (priority then FIFO, gang allocation on one worker, CPU slots for gpus = 0),
+// lease expiry, fencing-token rejections (counted), cancellation, early stopping,
+// bad-node drain, pending reasons, the leaderboard and the controller's metrics.
+//
+// Knows nothing of gRPC: requests and replies are caddie.v1 messages used as
+// values; errors are absl::Status with the Store's codes.
+//
+// Thread-safe: every method may be called from any thread. Transitions are
+// atomic in the Store (which serialises them), so e.g. 200 concurrent leases
+// against a 50-job sweep start exactly 50 jobs. The scheduler's own state (sweep
+// config cache, watchers, counters) sits under mu_ / watch_mu_.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <set>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "caddie/v1/user_service.pb.h"
+#include "caddie/v1/worker_service.pb.h"
+#include "common/metrics.h"
+#include "common/sweep.h"
+#include "controller/store.h"
+
+namespace caddie::controller {
+
+struct SchedulerOptions {
+  double lease_ttl_seconds = 30;
+  double heartbeat_interval_seconds = 5;
+  // A worker with no heartbeat for this long is "lost" (not offered work in pending reasons).
+  double worker_lost_seconds = 60;
+  // Consecutive infrastructure failures that drain a worker (0 = never).
+  int32_t drain_after = 3;
+  // A job retried after an infra failure avoids the failing worker this long.
+  double retry_avoid_seconds = 60;
+  // Period of the background tick (lease expiry, pending reasons, gauges). 0 = no thread (tests call Tick()).
+  double tick_seconds = 0.25;
+  // Clock in unix milliseconds; defaults to the system clock. Tests inject their own.
+  std::function<int64_t()> now_ms;
+};
+
+// Counters also exported as Prometheus metrics (kept here for tests and logs).
+struct SchedulerCounters {
+  std::atomic<int64_t> stale_reports_rejected{0};
+  std::atomic<int64_t> leases_expired{0};
+  std::atomic<int64_t> leases_granted{0};
+  std::atomic<int64_t> early_stopped{0};
+  std::atomic<int64_t> workers_drained{0};
+};
+
+class Scheduler {
+ public:
+  // `store` and `registry` must outlive the scheduler. Starts the tick thread
+  // when options.tick_seconds > 0; after a restart it first gives every live
+  // lease a full TTL so workers can reconnect before anything expires.
+  Scheduler(Store* store, metrics::Registry* registry, SchedulerOptions options);
+  ~Scheduler();  // stops the tick thread
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // Stops the tick thread (idempotent). Call before the store goes away.
+  void Stop();
+
+  // --- users ---
+  // Expands and validates (every job spec through ParseTrainSpec; the message
+  // names the job index and the key), then stores the sweep unless dry_run.
+  absl::StatusOr<v1::SubmitSweepResponse> SubmitSweep(const v1::SubmitSweepRequest& req);
+  absl::StatusOr<v1::Sweep> GetSweep(const std::string& id) { return store_->GetSweep(id); }
+  absl::StatusOr<std::vector<v1::Sweep>> ListSweeps(int limit) { return store_->ListSweeps(limit); }
+  absl::StatusOr<v1::Job> GetJob(const std::string& id) { return store_->GetJob(id); }
+  absl::StatusOr<std::vector<v1::Job>> ListJobs(const v1::ListJobsRequest& req);
+  absl::StatusOr<v1::Job> CancelJob(const std::string& id, const std::string& reason);
+  absl::StatusOr<v1::Sweep> CancelSweep(const std::string& id, const std::string& reason);
+  absl::StatusOr<v1::LeaderboardResponse> Leaderboard(const v1::LeaderboardRequest& req);
+  absl::StatusOr<std::vector<v1::Worker>> ListWorkers();
+  absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
+    return store_->ListEvents(job_id, after_seq, limit);
+  }
+  // The last `tail_lines` events of the job as text, one line each (the trainer's JSON lines).
+  absl::StatusOr<std::string> JobLogs(const std::string& job_id, int tail_lines);
+
+  // --- workers ---
+  absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& req);
+  // NotFound when the worker is unknown (it registers again).
+  absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& req);
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& req);
+  // FailedPrecondition + code stale_fencing_token for a replaced lease (counted).
+  absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& req);
+  absl::StatusOr<v1::CompleteJobResponse> CompleteJob(const v1::CompleteJobRequest& req);
+
+  // --- housekeeping ---
+  // Expires leases, refreshes pending reasons and gauges. Called by the tick thread.
+  absl::Status Tick();
+
+  // Calls `fn` (from any thread, no scheduler lock held) whenever the job gets
+  // events or changes state. Returns a handle for Unwatch. `fn` may still be
+  // running (or start once more) while Unwatch returns: the caller guards its own
+  // state (the WatchJob reactor does, with an `alive` flag under its mutex).
+  int64_t Watch(const std::string& job_id, std::function<void()> fn);
+  void Unwatch(int64_t handle);
+
+  const SchedulerCounters& counters() const { return counters_; }
+  const SchedulerOptions& options() const { return options_; }
+  int64_t NowMs() const { return options_.now_ms(); }
+
+ private:
+  struct Metrics;
+  absl::StatusOr<EarlyStoppingConfig> SweepEarlyStopping(const std::string& sweep_id);
+  absl::Status ApplyEarlyStopping(const std::string& sweep_id);
+  void Notify(const std::string& job_id);
+  void CountStale(const absl::Status& s);
+  void OnJobFinished(const v1::Job& job);
+  absl::Status RefreshPendingAndGauges();
+  int64_t TtlMs() const { return static_cast<int64_t>(options_.lease_ttl_seconds * 1000); }
+
+  // Constant after construction.
+  Store* const store_;
+  metrics::Registry* const registry_;
+  const SchedulerOptions options_;
+  std::unique_ptr<Metrics> metrics_;
+  SchedulerCounters counters_;
+
+  absl::Mutex mu_;
+  std::map<std::string, EarlyStoppingConfig> early_stopping_ ABSL_GUARDED_BY(mu_);
+
+  // What the scheduler remembers of each worker between store writes (placement
+  // and pending reasons read it; the store keeps the durable copy).
+  struct WorkerState {
+    int32_t gpus_total = 0;
+    int32_t cpu_slots = 0;
+    int32_t gpus_free = 0;
+    int32_t cpu_slots_free = 0;
+    int64_t last_seen_ms = 0;
+    bool drained = false;
+    std::string drain_reason;
+  };
+  std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> stopped_early_ ABSL_GUARDED_BY(mu_);
+  int64_t queue_depth_ ABSL_GUARDED_BY(mu_) = 0;
+
+  absl::Mutex watch_mu_;
+  int64_t next_watch_ ABSL_GUARDED_BY(watch_mu_) = 1;
+  std::map<int64_t, std::pair<std::string, std::shared_ptr<std::function<void()>>>> watchers_
+      ABSL_GUARDED_BY(watch_mu_);
+
+  absl::Notification stop_;
+  std::thread tick_thread_;
+};
+
+}  // namespace caddie::controller

@@ -1,0 +1,86 @@
+#include "controller/server.h"
+
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "common/grpc_metrics.h"
+#include "common/metric_names.h"
+#include "common/status_macros.h"
+
+namespace caddie::controller {
+
+absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(ControllerOptions options) {
+  std::unique_ptr<Controller> c(new Controller());
+  const size_t colon = options.listen.rfind(':');
+  int want_port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(options.listen.substr(colon + 1), &want_port) ||
+      want_port < 0 || want_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--listen must be HOST:PORT, got '", options.listen, "'"));
+  }
+  auto* txn = c->registry_.AddHistogram(metric_names::kSqliteTransaction).value();
+  SqliteStore::Options so;
+  so.synchronous_normal = options.sqlite_synchronous_normal;
+  so.on_transaction = [txn](double s) { txn->WithLabels({}).Observe(s); };
+  ASSIGN_OR_RETURN(c->store_, SqliteStore::Open(options.db_path, std::move(so)));
+  c->scheduler_ = std::make_unique<Scheduler>(c->store_.get(), &c->registry_, options.scheduler);
+  c->user_service_ = std::make_unique<UserServiceImpl>(c->scheduler_.get(), options.tokens);
+  c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), options.tokens);
+
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds;
+  if (!options.tls_cert_pem.empty() && !options.tls_key_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    creds = grpc::SslServerCredentials(ssl);
+  } else {
+    creds = grpc::InsecureServerCredentials();
+  }
+  builder.AddListeningPort(options.listen, creds, &c->port_);
+  builder.RegisterService(c->user_service_.get());
+  builder.RegisterService(c->worker_service_.get());
+  builder.SetMaxReceiveMessageSize(64 << 20);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> f;
+  f.push_back(MakeServerMetricsInterceptorFactory(&c->registry_));
+  builder.experimental().SetInterceptorCreators(std::move(f));
+  c->server_ = builder.BuildAndStart();
+  if (!c->server_ || c->port_ == 0) {
+    c->scheduler_->Stop();
+    return absl::InvalidArgumentError(absl::StrCat("cannot listen on '", options.listen, "'"));
+  }
+  c->address_ = absl::StrCat(options.listen.substr(0, colon), ":", c->port_);
+  if (!options.http_listen.empty()) {
+    c->http_ = std::make_unique<HttpServer>(&c->registry_);
+    SqliteStore* store = c->store_.get();
+    c->http_->SetHealthCheck([store]() { return store->CountJobsByState().status(); });
+    absl::Status s = c->http_->Start(options.http_listen);
+    if (!s.ok()) {
+      c->Shutdown(absl::ZeroDuration());
+      return s;
+    }
+  }
+  return c;
+}
+
+Controller::~Controller() { Shutdown(absl::Seconds(1)); }
+
+std::string Controller::http_address() const { return http_ ? http_->address() : std::string(); }
+
+void Controller::Shutdown(absl::Duration deadline) {
+  {
+    absl::MutexLock l(&mu_);
+    if (shut_down_) return;
+    shut_down_ = true;
+  }
+  if (http_) http_->Stop();
+  if (server_) server_->Shutdown(absl::ToChronoTime(absl::Now() + deadline));
+  if (scheduler_) scheduler_->Stop();
+}
+
+void Controller::Wait() {
+  if (server_) server_->Wait();
+}
+
+}  // namespace caddie::controller
