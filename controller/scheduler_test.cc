@@ -1,1 +1,323 @@
-// Filled in below (scheduler unit tests).
+#include "controller/scheduler.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "controller/sqlite_store.h"
+
+namespace caddie::controller {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// Scheduler on a real SQLite file with a fake clock and no tick thread.
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / absl::StrCat("caddie_sched_test_", getpid(), "_",
+                                                    ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    auto s = SqliteStore::Open((dir_ / "caddie.db").string(), {});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+    SchedulerOptions o;
+    o.tick_seconds = 0;
+    o.lease_ttl_seconds = 10;
+    o.drain_after = 2;
+    o.now_ms = [this] { return now_.load(); };
+    sched_ = std::make_unique<Scheduler>(store_.get(), &registry_, o);
+  }
+  void TearDown() override {
+    sched_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  v1::SubmitSweepResponse Submit(const json& sweep_json, int gpus = 1, int max_attempts = 3) {
+    v1::SubmitSweepRequest req;
+    req.mutable_spec()->set_name("t");
+    req.mutable_spec()->set_sweep_json(sweep_json.dump());
+    req.mutable_spec()->set_gpus(gpus);
+    req.mutable_spec()->set_max_attempts(max_attempts);
+    auto r = sched_->SubmitSweep(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::SubmitSweepResponse();
+  }
+  void Register(const std::string& id, int gpus, int cpu_slots = 0) {
+    v1::RegisterWorkerRequest req;
+    req.mutable_worker()->set_id(id);
+    req.mutable_worker()->set_cpu_slots(cpu_slots);
+    for (int i = 0; i < gpus; ++i) req.mutable_worker()->add_gpus()->set_index(i);
+    ASSERT_TRUE(sched_->RegisterWorker(req).ok());
+  }
+  v1::LeaseJobResponse Lease(const std::string& w, int gpus_free, int cpu_free = 0) {
+    v1::LeaseJobRequest req;
+    req.set_worker_id(w);
+    req.set_gpus_free(gpus_free);
+    req.set_cpu_slots_free(cpu_free);
+    auto r = sched_->LeaseJob(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : v1::LeaseJobResponse();
+  }
+  absl::StatusOr<v1::ReportEventsResponse> Report(const std::string& w, const v1::Job& job, int64_t token,
+                                                  const std::vector<json>& lines, int64_t first_seq = 1) {
+    v1::ReportEventsRequest req;
+    req.set_worker_id(w);
+    req.mutable_lease()->set_job_id(job.id());
+    req.mutable_lease()->set_fencing_token(token);
+    int64_t seq = first_seq;
+    for (const auto& l : lines) {
+      auto* e = req.add_events();
+      e->set_seq(seq++);
+      e->set_type(l["event"].get<std::string>());
+      e->set_step(l.value("step", 0));
+      e->set_json(l.dump());
+    }
+    return sched_->ReportEvents(req);
+  }
+  absl::StatusOr<v1::CompleteJobResponse> Complete(const std::string& w, const std::string& job_id, int64_t token,
+                                                   v1::JobState state, v1::ExitReason reason, double bpb = 0,
+                                                   bool infra = false) {
+    v1::CompleteJobRequest req;
+    req.set_worker_id(w);
+    req.mutable_lease()->set_job_id(job_id);
+    req.mutable_lease()->set_fencing_token(token);
+    req.set_state(state);
+    req.set_exit_reason(reason);
+    req.set_infra_failure(infra);
+    if (bpb > 0) {
+      req.mutable_result()->set_val_bpb(bpb + 0.01);
+      req.mutable_result()->set_val_bpb_post_quant(bpb);
+      req.mutable_result()->set_artifact_bytes(1000000);
+      req.mutable_result()->set_within_budget(true);
+      req.mutable_result()->set_steps(100);
+    }
+    return sched_->CompleteJob(req);
+  }
+
+  fs::path dir_;
+  std::atomic<int64_t> now_{1'000'000};
+  metrics::Registry registry_;
+  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Scheduler> sched_;
+};
+
+TEST_F(SchedulerTest, SubmitLeaseEventsCompleteLeaderboardWithSpecDiff) {
+  auto sub = Submit({{"base", {{"iterations", 50}}}, {"axes", {{"num_layers", {4, 6}}}}});
+  ASSERT_EQ(sub.jobs_size(), 2);
+  Register("w1", 2);
+  auto l1 = Lease("w1", 2);
+  auto l2 = Lease("w1", 1);
+  ASSERT_EQ(l1.job().id(), sub.jobs(0).id());
+  ASSERT_EQ(l2.job().id(), sub.jobs(1).id());
+  auto r = Report("w1", l1.job(), l1.fencing_token(),
+                  {{{"event", "start"}}, {{"event", "val"}, {"step", 50}, {"val_bpb", 1.5}}});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->acked_seq(), 2);
+  EXPECT_EQ(sched_->GetJob(l1.job().id())->state(), v1::JOB_STATE_RUNNING);
+  ASSERT_TRUE(Complete("w1", l1.job().id(), l1.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                       v1::EXIT_REASON_COMPLETED, 1.40).ok());
+  ASSERT_TRUE(Complete("w1", l2.job().id(), l2.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                       v1::EXIT_REASON_COMPLETED, 1.30).ok());
+  v1::LeaderboardRequest lr;
+  auto lb = sched_->Leaderboard(lr);
+  ASSERT_TRUE(lb.ok());
+  ASSERT_EQ(lb->entries_size(), 2);
+  EXPECT_EQ(lb->entries(0).job_id(), l2.job().id());
+  EXPECT_EQ(lb->entries(0).rank(), 1);
+  EXPECT_DOUBLE_EQ(lb->entries(0).val_bpb_post_quant(), 1.30);
+  EXPECT_EQ(json::parse(lb->entries(0).spec_diff_json()), (json{{"iterations", 50}, {"num_layers", 6}}));
+  lr.set_sweep_id(sub.sweep().id());
+  EXPECT_EQ(sched_->Leaderboard(lr)->entries_size(), 2);
+  auto logs = sched_->JobLogs(l1.job().id(), 1);
+  ASSERT_TRUE(logs.ok());
+  EXPECT_NE(logs->find("\"val_bpb\":1.5"), std::string::npos) << *logs;
+  const std::string text = registry_.Render();
+  EXPECT_NE(text.find("caddie_jobs_finished_total{state=\"succeeded\"} 2"), std::string::npos);
+  EXPECT_NE(text.find(absl::StrCat("caddie_leaderboard_val_bpb{sweep_id=\"", sub.sweep().id(), "\",job_id=\"",
+                                   l2.job().id(), "\"} 1.3")),
+            std::string::npos);
+}
+
+TEST_F(SchedulerTest, InvalidTrainerKeyIsRejectedNamingJobAndKey) {
+  v1::SubmitSweepRequest req;
+  req.mutable_spec()->set_sweep_json(json({{"axes", {{"num_layerz", {1, 2}}}}}).dump());
+  auto r = sched_->SubmitSweep(req);
+  ASSERT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(std::string(r.status().message()).find("job 0"), std::string::npos) << r.status();
+  EXPECT_NE(std::string(r.status().message()).find("num_layerz"), std::string::npos) << r.status();
+  req.mutable_spec()->set_sweep_json(json({{"axes", {{"num_layers", {1, 2, 3}}}}, {"max_jobs", 2}}).dump());
+  EXPECT_EQ(sched_->SubmitSweep(req).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, ExpiredLeaseIsLeasedAgainAndLateReportIsRejectedAndCounted) {
+  auto sub = Submit({{"base", json::object()}});
+  Register("w1", 1);
+  Register("w2", 1);
+  auto l1 = Lease("w1", 1);
+  ASSERT_FALSE(l1.job().id().empty());
+  now_ += 11'000;  // past the 10 s TTL without a heartbeat
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_EQ(sched_->counters().leases_expired.load(), 1);
+  auto l2 = Lease("w2", 1);
+  ASSERT_EQ(l2.job().id(), l1.job().id());
+  EXPECT_EQ(l2.job().attempt(), 2);
+  EXPECT_GT(l2.fencing_token(), l1.fencing_token());
+  auto late = Complete("w1", l1.job().id(), l1.fencing_token(), v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED,
+                       1.0);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(late.status()), kStaleFencingToken);
+  auto late_events = Report("w1", l1.job(), l1.fencing_token(), {{{"event", "start"}}});
+  EXPECT_EQ(late_events.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(sched_->counters().stale_reports_rejected.load(), 2);
+  auto hb = sched_->Heartbeat([&] {
+    v1::HeartbeatRequest h;
+    h.set_worker_id("w1");
+    auto* l = h.add_leases();
+    l->set_job_id(l1.job().id());
+    l->set_fencing_token(l1.fencing_token());
+    return h;
+  }());
+  ASSERT_TRUE(hb.ok());
+  ASSERT_EQ(hb->lost_job_ids_size(), 1);
+  EXPECT_EQ(sched_->GetJob(l1.job().id())->worker_id(), "w2");  // nothing overwritten
+  EXPECT_NE(registry_.Render().find("caddie_stale_reports_rejected_total 2"), std::string::npos);
+}
+
+TEST_F(SchedulerTest, CancelQueuedNowAndRunningThroughHeartbeatAndReport) {
+  auto sub = Submit({{"axes", {{"seed", {1, 2}}}}});
+  Register("w1", 1);
+  auto l = Lease("w1", 1);
+  auto q = sched_->CancelJob(sub.jobs(1).id(), "");
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(q->state(), v1::JOB_STATE_CANCELLED);
+  auto r = sched_->CancelJob(l.job().id(), "wrong lr");
+  EXPECT_EQ(r->state(), v1::JOB_STATE_LEASED);
+  v1::HeartbeatRequest h;
+  h.set_worker_id("w1");
+  h.add_leases()->set_job_id(l.job().id());
+  h.mutable_leases(0)->set_fencing_token(l.fencing_token());
+  auto hb = sched_->Heartbeat(h);
+  ASSERT_EQ(hb->cancel_job_ids_size(), 1);
+  EXPECT_EQ(hb->cancel_job_ids(0), l.job().id());
+  auto rep = Report("w1", l.job(), l.fencing_token(), {{{"event", "start"}}});
+  EXPECT_TRUE(rep->cancel());
+  EXPECT_EQ(rep->cancel_reason(), "wrong lr");
+  auto done = Complete("w1", l.job().id(), l.fencing_token(), v1::JOB_STATE_CANCELLED, v1::EXIT_REASON_CANCELLED);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job().state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(done->job().message(), "wrong lr");
+}
+
+TEST_F(SchedulerTest, AshaStopsTheWorseHalfOfASyntheticSweep) {
+  auto sub = Submit({{"axes", {{"seed", {0, 1, 2, 3, 4, 5, 6, 7}}}},
+                     {"early_stopping", {{"type", "asha"}, {"grace_steps", 100}, {"reduction_factor", 2},
+                                         {"min_trials", 8}}}});
+  ASSERT_EQ(sub.jobs_size(), 8);
+  std::vector<v1::LeaseJobResponse> leases;
+  for (int i = 0; i < 8; ++i) {
+    Register(absl::StrCat("w", i), 1);
+    leases.push_back(Lease(absl::StrCat("w", i), 1));
+  }
+  // Job with seed k reports val_bpb 2.0 − 0.1·k: seeds 0..3 are the worse half.
+  int cancels = 0;
+  for (int i = 0; i < 8; ++i) {
+    const auto& l = leases[i];
+    const int seed = json::parse(l.job().params_json())["seed"];
+    auto r = Report(absl::StrCat("w", i), l.job(), l.fencing_token(),
+                    {{{"event", "val"}, {"step", 100}, {"val_bpb", 2.0 - 0.1 * seed}}});
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->cancel()) ++cancels;
+  }
+  EXPECT_EQ(sched_->counters().early_stopped.load(), 4);
+  for (int i = 0; i < 8; ++i) {
+    const auto& l = leases[i];
+    const int seed = json::parse(l.job().params_json())["seed"];
+    // Every worker learns its verdict on the next report (or heartbeat).
+    auto r = Report(absl::StrCat("w", i), l.job(), l.fencing_token(), {{{"event", "step"}, {"step", 101}}}, 2);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->cancel(), seed < 4) << "seed " << seed;
+    if (r->cancel()) {
+      EXPECT_NE(r->cancel_reason().find("early_stopped (asha)"), std::string::npos) << r->cancel_reason();
+      auto done = Complete(absl::StrCat("w", i), l.job().id(), l.fencing_token(), v1::JOB_STATE_CANCELLED,
+                           v1::EXIT_REASON_EARLY_STOPPED);
+      ASSERT_TRUE(done.ok());
+      EXPECT_EQ(done->job().exit_reason(), v1::EXIT_REASON_EARLY_STOPPED);
+      EXPECT_NE(done->job().message().find("not in the best 4 of 8"), std::string::npos) << done->job().message();
+    }
+  }
+}
+
+TEST_F(SchedulerTest, PendingReasonNamesTheLargestFreeWorker) {
+  auto sub = Submit({{"base", json::object()}}, /*gpus=*/8);
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_NE(sched_->GetJob(sub.jobs(0).id())->pending_reason().find("no live worker"), std::string::npos);
+  Register("w-1", 8);
+  Register("w-2", 4);
+  auto other = Submit({{"base", json::object()}}, /*gpus=*/1);
+  auto l = Lease("w-1", 8);  // takes the 8-GPU job first (FIFO), then w-1 reports 0 free
+  ASSERT_EQ(l.job().id(), sub.jobs(0).id());
+  auto sub2 = Submit({{"base", json::object()}}, /*gpus=*/8);
+  Lease("w-1", 0);
+  Lease("w-2", 0);
+  v1::HeartbeatRequest h;
+  h.set_worker_id("w-2");
+  h.set_gpus_free(4);
+  ASSERT_TRUE(sched_->Heartbeat(h).ok());
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_EQ(sched_->GetJob(sub2.jobs(0).id())->pending_reason(), "needs 8 GPUs on one worker; largest free: 4 on w-2");
+  auto big = Submit({{"base", json::object()}}, /*gpus=*/16);
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_EQ(sched_->GetJob(big.jobs(0).id())->pending_reason(), "needs 16 GPUs on one worker; largest: 8 on w-1");
+  const std::string text = registry_.Render();
+  EXPECT_NE(text.find("caddie_pending_jobs{reason=\"insufficient_free_gpus\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_pending_jobs{reason=\"no_worker_large_enough\"} 1"), std::string::npos);
+  (void)other;
+}
+
+TEST_F(SchedulerTest, InfraFailuresRetryElsewhereAndDrainTheNodeBudgetFailuresNeverRetry) {
+  auto sub = Submit({{"axes", {{"seed", {1, 2, 3}}}}}, 1, /*max_attempts=*/3);
+  Register("bad", 1);
+  Register("good", 1);
+  auto l = Lease("bad", 1);
+  auto c = Complete("bad", l.job().id(), l.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, 0, true);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->job().state(), v1::JOB_STATE_QUEUED);
+  auto retry = Lease("good", 1);
+  EXPECT_EQ(retry.job().id(), l.job().id());  // retried on the other worker
+  EXPECT_EQ(retry.job().attempt(), 2);
+  auto l2 = Lease("bad", 1);
+  c = Complete("bad", l2.job().id(), l2.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_NO_PROGRESS, 0, true);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(sched_->counters().workers_drained.load(), 1);
+  auto ws = sched_->ListWorkers();
+  bool found = false;
+  for (const auto& w : *ws) {
+    if (w.id() != "bad") continue;
+    found = true;
+    EXPECT_TRUE(w.drained());
+    EXPECT_NE(w.drain_reason().find("2 jobs in a row failed for infrastructure reasons"), std::string::npos);
+  }
+  EXPECT_TRUE(found);
+  auto none = Lease("bad", 1);
+  EXPECT_TRUE(none.job().id().empty());
+  EXPECT_NE(none.pending_reason().find("drained"), std::string::npos);
+  // Budget failure: never retried even when flagged infra.
+  auto l3 = Lease("good", 1);
+  (void)l3;
+  c = Complete("good", retry.job().id(), retry.fencing_token(), v1::JOB_STATE_OVER_BUDGET,
+               v1::EXIT_REASON_OVER_BUDGET, 0, true);
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->job().state(), v1::JOB_STATE_OVER_BUDGET);
+  EXPECT_EQ(c->job().attempt(), 2);
+}
+
+}  // namespace
+}  // namespace caddie::controller
