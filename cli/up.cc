@@ -24,9 +24,6 @@
 #include "cli/interrupt.h"
 #include "cli/sweep_file.h"
 #include "common/subprocess.h"
-#ifdef CADDIE_HAVE_DATAPREP
-#include "cli/data/builder.h"
-#endif
 
 namespace caddie::cli {
 namespace {
@@ -127,7 +124,9 @@ class Up {
   std::string addr_;
   ChildProc controller_{"caddie-controller", "", {}, {}};
   ChildProc worker_{"caddie-worker", "", {}, {}};
-  std::unique_ptr<Client> client_;
+  std::string sweep_name_;
+  std::unique_ptr<Client> client_;        // unary calls (deadline each), main thread
+  std::unique_ptr<Client> watch_client_;  // WatchJob streams; cancelled on Ctrl-C and when done
 };
 
 absl::Status Up::Prepare() {
@@ -156,23 +155,39 @@ absl::Status Up::BuildDataIfMissing() {
     Say(absl::StrCat(st_.Green("✓"), " data: ", dir, " (reused)\n"));
     return absl::OkStatus();
   }
-#ifdef CADDIE_HAVE_DATAPREP
+  auto prep = FindCaddieBinary("caddie-dataprep", a_.bin_dir, self_dir_);
+  if (!prep.ok()) return prep.status();
   Say(absl::StrCat("• building the corpus and a ", a_.vocab, "-piece tokenizer into ", root_,
                    "/data (once; later runs reuse it)\n"));
-  data::DataOptions o;
-  o.vocabs = {a_.vocab};
-  o.out_dir = root_ + "/data";
-  o.max_bytes = a_.max_bytes;
-  o.progress = isatty(STDOUT_FILENO) == 1;
-  auto s = data::BuildData(o);
-  if (!s.ok()) return s.status();
-  Say(absl::StrCat(st_.Green("✓"), " data: ", dir, " built in ", FormatDuration(s->seconds), "\n"));
+  SpawnOptions o;
+  o.argv = {*prep, "data", "--vocab", absl::StrCat(a_.vocab), "--out", root_ + "/data", "--max-bytes",
+            absl::StrCat(a_.max_bytes)};
+  if (isatty(STDOUT_FILENO) != 1) o.argv.push_back("--quiet");
+  o.env = CurrentEnvironment();
+  o.stdout_path = "/dev/stdout";
+  o.stderr_path = "/dev/stderr";
+  o.process_group = 0;
+  o.kill_with_parent = true;
+  const auto start = Clock::now();
+  auto child = Spawn(o);
+  if (!child.ok()) return child.status();
+  std::optional<ExitStatus> st;
+  while (!(st = TryReap(child->pid))) {
+    if (Stopping()) {
+      kill(-child->pgid, SIGTERM);
+      int ws = 0;
+      waitpid(child->pid, &ws, 0);
+      return absl::CancelledError("interrupted");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!st->ok()) {
+    return absl::InternalError(absl::StrCat("building the demo data failed (", *prep, " exited with ",
+                                            st->ToString(), "); see its messages above"));
+  }
+  Say(absl::StrCat(st_.Green("✓"), " data: ", dir, " built in ",
+                   FormatDuration(std::chrono::duration<double>(Clock::now() - start).count()), "\n"));
   return absl::OkStatus();
-#else
-  return absl::FailedPreconditionError(absl::StrCat(
-      "no data in ", dir, " and this caddie was built without the data pipeline; run `caddie data --vocab ",
-      a_.vocab, " --out ", root_, "/data`"));
-#endif
 }
 
 absl::Status Up::StartController() {
@@ -265,12 +280,12 @@ absl::StatusOr<std::string> Up::FindOrSubmitSweep() {
     std::fputs(FormatIssues(check, st_.color()).c_str(), stderr);
     return absl::InvalidArgumentError(absl::StrCat(check.path, " is not a valid sweep; nothing was submitted"));
   }
-  // A sweep of the same name and definition from an earlier run is reused.
+  // A sweep of the same name from an earlier run is reused (the list is newest first).
   auto sweeps = client_->ListSweeps(1000);
   if (!sweeps.ok()) return sweeps.status();
   for (const auto& s : sweeps->sweeps()) {
-    if (s.spec().name() == check.spec.name() && !s.cancelled() &&
-        nlohmann::json::parse(s.spec().sweep_json(), nullptr, false) == check.sweep_json) {
+    if (s.spec().name() == check.spec.name() && !s.cancelled()) {
+      sweep_name_ = s.spec().name();
       Say(absl::StrCat(st_.Green("✓"), " sweep ", st_.Bold(s.id()), " (", s.spec().name(), ", ", s.jobs_total(),
                        " jobs) from an earlier run (reused)\n"));
       return s.id();
@@ -280,6 +295,7 @@ absl::StatusOr<std::string> Up::FindOrSubmitSweep() {
   *req.mutable_spec() = check.spec;
   auto resp = client_->SubmitSweep(req);
   if (!resp.ok()) return resp.status();
+  sweep_name_ = check.spec.name();
   Say(absl::StrCat(st_.Green("✓"), " submitted sweep ", st_.Bold(resp->sweep().id()), " (", check.spec.name(), "): ",
                    resp->jobs_size(), " jobs, ", FormatDuration(check.spec.budget().train_seconds()),
                    " of training each\n"));
@@ -334,7 +350,7 @@ int Up::Follow(const std::string& sweep_id) {
       const std::string id = j.id();
       watchers.emplace(id, std::thread([this, id, &mu, &views] {
         const Style plain(false);
-        (void)client_->WatchJob(id, 0, [&](const v1::WatchJobResponse& resp) {
+        (void)watch_client_->WatchJob(id, 0, [&](const v1::WatchJobResponse& resp) {
           absl::MutexLock l(&mu);
           views.at(id).Apply(resp, plain);
           return !Stopping();
@@ -344,7 +360,7 @@ int Up::Follow(const std::string& sweep_id) {
     std::string block;
     {
       absl::MutexLock l(&mu);
-      block = UpProgressBlock(jobs, views, st_);
+      block = UpProgressBlock(sweep_name_, jobs, views, st_);
     }
     if (tty) {
       std::string out;
@@ -374,11 +390,9 @@ int Up::Follow(const std::string& sweep_id) {
     }
     for (int i = 0; i < 10 && !Stopping(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  client_->Cancel();  // ends the watch streams
+  watch_client_->Cancel();  // ends the watch streams
   for (auto& [id, t] : watchers) t.join();
   if (!done) return Stopping() ? kExitInterrupted : kExitFailure;
-  // A fresh client: the old one is cancelled.
-  client_ = std::make_unique<Client>(client_->connection(), g_.timeout_s);
   auto lb = client_->Leaderboard(sweep_id, 50);
   Say("\n" + st_.Bold(absl::StrCat("leaderboard of sweep ", sweep_id)) + " (val_bpb after export and reload; lower is better)\n");
   if (lb.ok()) {
@@ -413,11 +427,15 @@ void Up::Shutdown() {
 
 int Up::Run() {
   // Ctrl-C: the main loop notices InterruptCount(); a second one forces the stop.
-  OnInterrupt([this](int n) {
-    if (client_) client_->Cancel();
+  // Ctrl-C: the main thread notices InterruptCount() and stops things in order;
+  // a second Ctrl-C kills the children's process groups at once.
+  const pid_t* worker_pgid = &worker_.child.pgid;
+  const pid_t* controller_pgid = &controller_.child.pgid;
+  OnInterrupt([worker_pgid, controller_pgid](int n) {
     if (n >= 2) {
-      kill(-worker_.child.pgid, SIGKILL);
-      kill(-controller_.child.pgid, SIGKILL);
+      for (const pid_t* g : {worker_pgid, controller_pgid}) {
+        if (*g > 0) kill(-*g, SIGKILL);  // never kill(-(-1)): that signals every process
+      }
       _exit(kExitInterrupted);
     }
   });
@@ -437,6 +455,7 @@ int Up::Run() {
   conn.addr = addr_;
   conn.addr_source = "caddie up";
   client_ = std::make_unique<Client>(conn, g_.timeout_s);
+  watch_client_ = std::make_unique<Client>(conn, g_.timeout_s);
   if (absl::Status s = client_->WaitReady(10); !s.ok()) return fail(s);
   if (absl::Status s = StartWorker(); !s.ok()) return fail(s);
   int rc = kExitOk;
@@ -470,7 +489,8 @@ absl::StatusOr<std::string> FindCaddieBinary(const std::string& name, const std:
     dirs.push_back(bin_dir);
   } else if (!self_dir.empty()) {
     dirs.push_back(self_dir);
-    // The build tree: build/<preset>/cli/caddie beside build/<preset>/{controller,worker,model}/.
+    // The build tree: build/<preset>/cli/caddie beside cli/data/ and {controller,worker,model}/.
+    dirs.push_back(self_dir + "/data");
     for (const char* sub : {"controller", "worker", "model"}) dirs.push_back(self_dir + "/../" + sub);
   }
   for (const std::string& d : dirs) {
@@ -505,8 +525,8 @@ int ParseListeningPort(const std::string& log) {
   return std::stoi(m[1].str());
 }
 
-std::string UpProgressBlock(const std::vector<v1::Job>& jobs, const std::map<std::string, WatchView>& views,
-                            const Style& st) {
+std::string UpProgressBlock(const std::string& title, const std::vector<v1::Job>& jobs,
+                            const std::map<std::string, WatchView>& views, const Style& st) {
   std::vector<std::vector<std::string>> rows;
   int done = 0;
   for (const v1::Job& j : jobs) {
@@ -531,7 +551,7 @@ std::string UpProgressBlock(const std::vector<v1::Job>& jobs, const std::map<std
     }
     rows.push_back({j.id(), StyledState(j.state(), st), ParamsSummary(j.params_json()), progress});
   }
-  return absl::StrCat(st.Bold(absl::StrCat("demo sweep: ", done, "/", jobs.size(), " jobs done")), "\n",
+  return absl::StrCat(st.Bold(absl::StrCat("sweep ", title, ": ", done, "/", jobs.size(), " jobs done")), "\n",
                       FormatTable({"JOB", "STATE", "PARAMS", "PROGRESS"}, rows, {}, st));
 }
 

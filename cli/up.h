@@ -26,7 +26,7 @@ inline constexpr int kDemoVocab = 1024;
 void RegisterUpCommand(CLI::App& app, GlobalOptions& g);
 
 // Finds the program `name` for `up`: in `bin_dir` when given, else next to the
-// running `caddie` binary, in the build tree's sibling folders (../controller,
+// running `caddie` binary, in the build tree's folders (./data, ../controller,
 // ../worker, ../model), then on PATH. NotFound names every place it looked.
 absl::StatusOr<std::string> FindCaddieBinary(const std::string& name, const std::string& bin_dir,
                                              const std::string& self_dir);
@@ -40,7 +40,7 @@ int ParseListeningPort(const std::string& log);
 // The progress block `up` redraws: one line per job with its state, params and,
 // for running jobs, a bar of training time against the budget; finished jobs show
 // val_bpb and artifact size.
-std::string UpProgressBlock(const std::vector<v1::Job>& jobs, const std::map<std::string, WatchView>& views,
-                            const Style& st);
+std::string UpProgressBlock(const std::string& title, const std::vector<v1::Job>& jobs,
+                            const std::map<std::string, WatchView>& views, const Style& st);
 
 }  // namespace caddie::cli

@@ -80,8 +80,8 @@ TEST(UpTest, ProgressBlockShowsBarsForRunningAndResultsForFinished) {
   e->set_type("step");
   e->set_json(R"({"event":"step","step":7,"train_loss":6.0,"train_time_s":20})");
   views.at("b").Apply(r, st);
-  const std::string b = UpProgressBlock(jobs, views, st);
-  EXPECT_THAT(b, HasSubstr("demo sweep: 1/3 jobs done"));
+  const std::string b = UpProgressBlock("demo", jobs, views, st);
+  EXPECT_THAT(b, HasSubstr("sweep demo: 1/3 jobs done"));
   EXPECT_THAT(b, HasSubstr("val_bpb 2.3456  artifact 700.0 kB  120 steps"));
   EXPECT_THAT(b, HasSubstr("[############------------]  50%  20s / 40s  step 7  loss 6.0000"));
   EXPECT_THAT(b, HasSubstr("waiting for the worker"));
