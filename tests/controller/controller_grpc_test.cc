@@ -1,0 +1,292 @@
+// caddie-controller in-process: real gRPC on loopback, a real SQLite file.
+// Issue 8's and 15's "must show" behaviours through the public API.
+#include <atomic>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "controller/server.h"
+#include "tests/controller/harness.h"
+
+namespace caddie::controller {
+namespace {
+
+using caddie::testing::Client;
+using nlohmann::json;
+
+constexpr char kUser[] = "user-secret";
+constexpr char kWorker[] = "worker-secret";
+
+class ControllerGrpcTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = caddie::testing::TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name()); }
+  void TearDown() override {
+    client_.reset();
+    controller_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void StartController(double ttl = 30, double tick = 0.05) {
+    ControllerOptions o;
+    o.db_path = dir_ + "/caddie.db";
+    o.listen = "127.0.0.1:0";
+    o.http_listen = "127.0.0.1:0";
+    o.tokens = {kUser, kWorker};
+    o.scheduler.lease_ttl_seconds = ttl;
+    o.scheduler.tick_seconds = tick;
+    o.sqlite_synchronous_normal = true;
+    auto c = Controller::Start(o);
+    ASSERT_TRUE(c.ok()) << c.status();
+    controller_ = std::move(*c);
+    client_ = std::make_unique<Client>(controller_->address(), kUser, kWorker);
+  }
+  std::string dir_;
+  std::unique_ptr<Controller> controller_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ControllerGrpcTest, SubmitLeaseEventsCompleteLeaderboard) {
+  StartController();
+  auto sub = client_->Submit({{"base", {{"iterations", 200}}}, {"axes", {{"model_dim", {256, 384}}}}});
+  ASSERT_EQ(sub.jobs_size(), 2);
+  const std::string w = client_->Register("w-1", 1);
+  ASSERT_EQ(w, "w-1");
+
+  // A watcher on job 0 from the start.
+  grpc::ClientContext wctx;
+  wctx.AddMetadata("authorization", std::string("Bearer ") + kUser);
+  v1::WatchJobRequest wreq;
+  wreq.set_job_id(sub.jobs(0).id());
+  auto reader = client_->user()->WatchJob(&wctx, wreq);
+
+  std::map<std::string, double> bpb = {{sub.jobs(0).id(), 1.31}, {sub.jobs(1).id(), 1.22}};
+  for (int i = 0; i < 2; ++i) {
+    v1::LeaseJobResponse l;
+    ASSERT_TRUE(client_->Lease(w, 1, &l).ok());
+    ASSERT_FALSE(l.job().id().empty());
+    EXPECT_EQ(l.job().state(), v1::JOB_STATE_LEASED);
+    v1::ReportEventsResponse r;
+    ASSERT_TRUE(client_->Report(w, l.job().id(), l.fencing_token(),
+                                {{{"event", "start"}, {"params", 1000}},
+                                 {{"event", "step"}, {"step", 100}, {"train_loss", 3.2}},
+                                 {{"event", "val"}, {"step", 200}, {"val_bpb", bpb[l.job().id()] + 0.02}},
+                                 {{"event", "final"}, {"val_bpb_post_quant", bpb[l.job().id()]}}},
+                                1, &r)
+                    .ok());
+    EXPECT_EQ(r.acked_seq(), 4);
+    // The same batch again (a worker replaying its spool) is idempotent.
+    ASSERT_TRUE(client_->Report(w, l.job().id(), l.fencing_token(), {{{"event", "start"}}}, 1, &r).ok());
+    EXPECT_EQ(r.acked_seq(), 4);
+    v1::CompleteJobResponse c;
+    ASSERT_TRUE(client_->Complete(w, l.job().id(), l.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                                  v1::EXIT_REASON_COMPLETED, bpb[l.job().id()], &c)
+                    .ok());
+    EXPECT_EQ(c.job().state(), v1::JOB_STATE_SUCCEEDED);
+    // A repeated completion by the same lease answers OK and changes nothing.
+    ASSERT_TRUE(client_->Complete(w, l.job().id(), l.fencing_token(), v1::JOB_STATE_FAILED,
+                                  v1::EXIT_REASON_CRASHED, 0, &c)
+                    .ok());
+    EXPECT_EQ(c.job().state(), v1::JOB_STATE_SUCCEEDED);
+  }
+
+  // The watch stream delivered every event, then the final state, and ended.
+  v1::WatchJobResponse msg;
+  std::vector<std::string> types;
+  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+  while (reader->Read(&msg)) {
+    for (const auto& e : msg.events()) types.push_back(e.type());
+    if (msg.has_job()) last = msg.job().state();
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(types, (std::vector<std::string>{"start", "step", "val", "final"}));
+  EXPECT_EQ(last, v1::JOB_STATE_SUCCEEDED);
+
+  v1::LeaderboardRequest lr;
+  lr.set_sweep_id(sub.sweep().id());
+  v1::LeaderboardResponse lb;
+  ASSERT_TRUE(client_->user()->Leaderboard(client_->UserCtx().get(), lr, &lb).ok());
+  ASSERT_EQ(lb.entries_size(), 2);
+  EXPECT_EQ(lb.entries(0).job_id(), sub.jobs(1).id());
+  EXPECT_DOUBLE_EQ(lb.entries(0).val_bpb_post_quant(), 1.22);
+  EXPECT_EQ(json::parse(lb.entries(0).spec_diff_json()), (json{{"iterations", 200}, {"model_dim", 384}}));
+
+  v1::GetJobLogsRequest gl;
+  gl.set_job_id(sub.jobs(0).id());
+  gl.set_tail_lines(2);
+  v1::GetJobLogsResponse logs;
+  ASSERT_TRUE(client_->user()->GetJobLogs(client_->UserCtx().get(), gl, &logs).ok());
+  EXPECT_NE(logs.text().find("\"event\":\"final\""), std::string::npos) << logs.text();
+  EXPECT_EQ(logs.text().find("\"event\":\"start\""), std::string::npos) << logs.text();
+
+  v1::GetSweepRequest gs;
+  gs.set_sweep_id(sub.sweep().id());
+  v1::Sweep sw;
+  ASSERT_TRUE(client_->user()->GetSweep(client_->UserCtx().get(), gs, &sw).ok());
+  EXPECT_EQ(sw.jobs_by_state().at("succeeded"), 2);
+}
+
+TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethodIsDenied) {
+  StartController();
+  v1::ListSweepsRequest req;
+  v1::ListSweepsResponse resp;
+  auto st = client_->user()->ListSweeps(Client::Ctx("nope").get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(st.error_message(), "invalid bearer token");
+  st = client_->user()->ListSweeps(Client::Ctx("").get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  v1::LeaseJobRequest lreq;
+  lreq.set_worker_id("w");
+  v1::LeaseJobResponse lresp;
+  st = client_->worker()->LeaseJob(Client::Ctx(kUser).get(), lreq, &lresp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  st = client_->user()->ListSweeps(Client::Ctx(kUser).get(), req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  // Unknown worker: NOT_FOUND so it registers again.
+  st = client_->worker()->LeaseJob(Client::Ctx(kWorker).get(), lreq, &lresp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ControllerGrpcTest, SilentWorkerLosesItsLeaseAndTheJobIsLeasedAgainStaleCompletionRejected) {
+  StartController(/*ttl=*/0.5, /*tick=*/0.05);
+  auto sub = client_->Submit({{"base", json::object()}});
+  client_->Register("w-1", 1);
+  client_->Register("w-2", 1);
+  v1::LeaseJobResponse l1;
+  ASSERT_TRUE(client_->Lease("w-1", 1, &l1).ok());
+  ASSERT_EQ(l1.job().id(), sub.jobs(0).id());
+  // w-1 goes silent. Within a few TTLs the job is back in the queue.
+  v1::LeaseJobResponse l2;
+  for (int i = 0; i < 100 && l2.job().id().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    v1::HeartbeatResponse hb;
+    ASSERT_TRUE(client_->Heartbeat("w-2", {}, &hb).ok());
+    ASSERT_TRUE(client_->Lease("w-2", 1, &l2).ok());
+  }
+  ASSERT_EQ(l2.job().id(), l1.job().id());
+  EXPECT_EQ(l2.job().attempt(), 2);
+  EXPECT_EQ(l2.job().worker_id(), "w-2");
+  // w-1 wakes up and completes with its stale token.
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("authorization", std::string("Bearer ") + kWorker);
+  v1::CompleteJobResponse c;
+  auto st = client_->Complete("w-1", l1.job().id(), l1.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                              v1::EXIT_REASON_COMPLETED, 1.0, &c, &ctx);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  auto md = ctx.GetServerTrailingMetadata();
+  auto it = md.find("caddie-error-bin");
+  ASSERT_NE(it, md.end());
+  v1::ErrorDetail d;
+  ASSERT_TRUE(d.ParseFromString(std::string(it->second.data(), it->second.size())));
+  EXPECT_EQ(d.code(), "stale_fencing_token");
+  // Its heartbeat tells it the lease is lost.
+  v1::HeartbeatResponse hb;
+  ASSERT_TRUE(client_->Heartbeat("w-1", {{l1.job().id(), l1.fencing_token()}}, &hb).ok());
+  ASSERT_EQ(hb.lost_job_ids_size(), 1);
+  auto job = client_->GetJob(l1.job().id());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_LEASED);
+  EXPECT_EQ(job.worker_id(), "w-2");
+  EXPECT_FALSE(job.has_result());
+  EXPECT_EQ(controller_->scheduler()->counters().stale_reports_rejected.load(), 1);
+}
+
+TEST_F(ControllerGrpcTest, CancelQueuedAndRunningJobs) {
+  StartController();
+  auto sub = client_->Submit({{"axes", {{"seed", {1, 2}}}}});
+  client_->Register("w-1", 1);
+  v1::LeaseJobResponse l;
+  ASSERT_TRUE(client_->Lease("w-1", 1, &l).ok());
+  v1::CancelJobRequest cq;
+  cq.set_job_id(sub.jobs(1).id());
+  v1::Job job;
+  ASSERT_TRUE(client_->user()->CancelJob(client_->UserCtx().get(), cq, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED);
+  cq.set_job_id(l.job().id());
+  cq.set_reason("bad idea");
+  ASSERT_TRUE(client_->user()->CancelJob(client_->UserCtx().get(), cq, &job).ok());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_LEASED);
+  v1::HeartbeatResponse hb;
+  ASSERT_TRUE(client_->Heartbeat("w-1", {{l.job().id(), l.fencing_token()}}, &hb).ok());
+  ASSERT_EQ(hb.cancel_job_ids_size(), 1);
+  EXPECT_EQ(hb.cancel_job_ids(0), l.job().id());
+  v1::CompleteJobResponse c;
+  ASSERT_TRUE(client_->Complete("w-1", l.job().id(), l.fencing_token(), v1::JOB_STATE_CANCELLED,
+                                v1::EXIT_REASON_CANCELLED, 0, &c)
+                  .ok());
+  EXPECT_EQ(client_->GetJob(l.job().id()).state(), v1::JOB_STATE_CANCELLED);
+  EXPECT_EQ(client_->GetJob(l.job().id()).message(), "bad idea");
+}
+
+// Issue 15: W&B overshot grid sizes. 200 concurrent leases on a 50-job sweep start exactly 50 jobs.
+TEST_F(ControllerGrpcTest, ExactSweepSize_200ConcurrentLeasesStartExactly50Jobs) {
+  StartController();
+  std::vector<int> seeds(50);
+  for (int i = 0; i < 50; ++i) seeds[i] = i;
+  auto sub = client_->Submit({{"axes", {{"seed", seeds}}}});
+  ASSERT_EQ(sub.jobs_size(), 50);
+  for (int i = 0; i < 200; ++i) client_->Register(absl::StrCat("w-", i), 1);
+  std::atomic<int> granted{0}, errors{0};
+  std::mutex mu;
+  std::multiset<std::string> ids;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 200; ++i) {
+    threads.emplace_back([&, i] {
+      v1::LeaseJobResponse l;
+      auto st = client_->Lease(absl::StrCat("w-", i), 1, &l);
+      if (!st.ok()) {
+        errors++;
+        return;
+      }
+      if (!l.job().id().empty()) {
+        granted++;
+        std::lock_guard<std::mutex> g(mu);
+        ids.insert(l.job().id());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(granted.load(), 50);
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), 50u);  // each job once
+  int leased = 0;
+  for (const auto& j : client_->ListJobs(sub.sweep().id())) leased += j.state() == v1::JOB_STATE_LEASED;
+  EXPECT_EQ(leased, 50);
+}
+
+// Issue 15: pending reasons are visible on the job instead of a silent PENDING.
+TEST_F(ControllerGrpcTest, PendingReasonSaysWhyAQueuedJobCannotBePlaced) {
+  StartController();
+  client_->Register("w-1", 4);
+  client_->Register("w-2", 4);
+  auto sub = client_->Submit({{"base", json::object()}}, /*gpus=*/8);
+  std::string reason;
+  for (int i = 0; i < 100 && reason.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    reason = client_->GetJob(sub.jobs(0).id()).pending_reason();
+  }
+  EXPECT_EQ(reason, "needs 8 GPUs on one worker; largest: 4 on w-1");
+  v1::LeaseJobResponse l;
+  ASSERT_TRUE(client_->Lease("w-1", 4, &l).ok());
+  EXPECT_TRUE(l.job().id().empty());
+  EXPECT_NE(l.pending_reason().find("none fits 4 free GPUs"), std::string::npos) << l.pending_reason();
+}
+
+TEST_F(ControllerGrpcTest, MetricsAndHealthzAreServed) {
+  StartController();
+  client_->Submit({{"base", json::object()}});
+  const std::string addr = controller_->http_address();
+  httplib::Client http(addr.substr(0, addr.rfind(':')), std::stoi(addr.substr(addr.rfind(':') + 1)));
+  auto health = http.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  auto res = http.Get("/metrics");
+  ASSERT_TRUE(res);
+  const std::string* text = &res->body;
+  EXPECT_NE(text->find("caddie_jobs{state=\"queued\"}"), std::string::npos);
+  EXPECT_NE(text->find("caddie_sqlite_transaction_seconds_bucket"), std::string::npos);
+  EXPECT_NE(text->find("caddie_grpc_server_calls_total{method=\"SubmitSweep\"} 1"), std::string::npos) << *text;
+}
+
+}  // namespace
+}  // namespace caddie::controller
