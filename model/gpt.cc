@@ -5,7 +5,10 @@
 
 #include <cmath>
 #include <limits>
+#include <map>
 
+#include "model/fused_ops.h"
+#include "model/perf_knobs.h"
 #include "model/quant.h"
 #include "model/torch_compat.h"
 
@@ -32,22 +35,39 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, cons
 }
 
 // Causal attention. q (B,H,T,D), k/v (B,K,T,D) -> (B,H,T,D). GQA: query head h
-// reads kv head h / (H/K), as SDPA's enable_gqa (repeat_interleave).
-torch::Tensor CausalAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v) {
+// reads kv head h / (H/K), as SDPA's enable_gqa (repeat_interleave). `bias`, when
+// defined, is an additive (1,H,T,T) mask that already holds the causal -inf (ALiBi).
+torch::Tensor CausalAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
+                              const torch::Tensor& bias) {
   const int64_t rep = q.size(1) / k.size(1);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
+  // SDPA's own GQA (flash reads kv head h / rep) saves two copies of k and v per layer.
+  if (rep > 1 && q.is_cuda() && !bias.defined() && !PerfOff("gqa")) {
+    return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                            /*is_causal=*/true, /*scale=*/std::nullopt,
+                                            /*enable_gqa=*/true);
+  }
+#endif
   if (rep > 1) {
     k = k.repeat_interleave(rep, 1);
     v = v.repeat_interleave(rep, 1);
   }
 #if CADDIE_TORCH_AT_LEAST_2
+  if (bias.defined()) {
+    return at::scaled_dot_product_attention(q, k, v, bias.to(q.scalar_type()), 0.0, false);
+  }
   return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
                                           /*is_causal=*/true);
 #else
   // LibTorch 1.13 has no SDPA: softmax(q kᵀ / √D + causal mask) v.
   const int64_t t = q.size(2);
   auto att = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  auto mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-  att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  if (bias.defined()) {
+    att = att + bias.to(att.scalar_type());
+  } else {
+    auto mask = torch::ones({t, t}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+    att = att.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
   return torch::matmul(torch::softmax(att, -1), v);
 #endif
 }
@@ -59,6 +79,7 @@ torch::Tensor RmsNorm(const torch::Tensor& x) {
                      : x.scalar_type() == torch::kHalf   ? 0.0009765625
                      : x.scalar_type() == torch::kDouble ? std::numeric_limits<double>::epsilon()
                                                          : std::numeric_limits<float>::epsilon();
+  if (x.is_cuda() && !PerfOff("norm")) return FusedRmsNorm(x, eps);
   return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
 }
 
@@ -86,18 +107,46 @@ BlockImpl::BlockImpl(int64_t dim, int64_t h, int64_t kv, int64_t mlp_mult, doubl
   resid_mix = register_parameter("resid_mix", torch::stack({torch::ones({dim}), torch::zeros({dim})}));
 }
 
+std::vector<int64_t> LayerSchedule(const TrainSpec& s) {
+  std::vector<int64_t> out;
+  auto recur = ParseRecurLayers(s.recur_layers);
+  const int64_t lo = recur.ok() && recur->first >= 0 ? recur->first : 0;
+  const int64_t hi = recur.ok() && recur->first >= 0 ? recur->second : s.num_layers - 1;
+  for (int64_t i = 0; i < lo; ++i) out.push_back(i);
+  for (int64_t l = 0; l < s.loops; ++l) {
+    for (int64_t i = lo; i <= hi; ++i) out.push_back(i);
+  }
+  for (int64_t i = hi + 1; i < s.num_layers; ++i) out.push_back(i);
+  if (s.unique_blocks > 0) {
+    for (auto& b : out) b %= s.unique_blocks;
+  }
+  return out;
+}
+
+namespace {
+int64_t StoredBlocks(const TrainSpec& s) { return s.unique_blocks > 0 ? s.unique_blocks : s.num_layers; }
+int64_t EmbedDim(const TrainSpec& s) { return s.embed_dim > 0 ? s.embed_dim : s.model_dim; }
+}  // namespace
+
 GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
-  const int64_t c = s.model_dim;
-  num_encoder_layers = s.num_layers / 2;
-  num_decoder_layers = s.num_layers - num_encoder_layers;
-  tok_emb = register_module("tok_emb", torch::nn::Embedding(s.vocab_size, c));
+  const int64_t c = s.model_dim, e = EmbedDim(s), hd = c / s.num_heads;
+  schedule = LayerSchedule(s);
+  const int64_t depth = static_cast<int64_t>(schedule.size());
+  num_encoder_layers = depth / 2;
+  num_decoder_layers = depth - num_encoder_layers;
+  rope_dims = s.pos_scheme == "rope" ? 2 * static_cast<int64_t>(std::llround(s.rope_fraction * hd / 2)) : 0;
+  tok_emb = register_module("tok_emb", torch::nn::Embedding(s.vocab_size, e));
+  if (e < c) {
+    embed_proj = register_module("embed_proj", MakeLinear(e, c, false));
+    head_proj = register_module("head_proj", MakeLinear(c, e, false));
+  }
   skip_weights = register_parameter(
       "skip_weights", torch::ones({std::min(num_encoder_layers, num_decoder_layers), c}));
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < s.num_layers; ++i) {
+  for (int64_t i = 0; i < StoredBlocks(s); ++i) {
     blocks->push_back(Block(c, s.num_heads, s.num_kv_heads, s.mlp_mult, s.qk_gain_init));
   }
-  if (!s.tie_embeddings) lm_head = register_module("lm_head", MakeLinear(c, s.vocab_size, true));
+  if (!s.tie_embeddings) lm_head = register_module("lm_head", MakeLinear(e, s.vocab_size, true));
   torch::NoGradGuard ng;
   // Tied: N(0, 0.005). Untied: nn.Embedding's default N(0, 1), as the reference.
   if (s.tie_embeddings) tok_emb->weight.normal_(0.0, s.tied_embed_init_std);
@@ -116,6 +165,8 @@ std::vector<torch::Tensor> GptImpl::MatrixParams() {
     const bool control = n.find("resid_mix") != std::string::npos;
     if (kv.value().dim() == 2 && !control) out.push_back(kv.value());
   }
+  // Factorised-embedding projections are matrices too: Muon.
+  if (embed_proj) out.push_back(embed_proj->weight), out.push_back(head_proj->weight);
   return out;
 }
 
@@ -130,13 +181,14 @@ std::vector<torch::Tensor> GptImpl::ScalarParams() {
 }
 
 int64_t ExpectedParamCount(const TrainSpec& s) {
-  const int64_t c = s.model_dim, hd = c / s.num_heads, kvd = s.num_kv_heads * hd;
+  const int64_t c = s.model_dim, hd = c / s.num_heads, kvd = s.num_kv_heads * hd, e = EmbedDim(s);
   const int64_t attn = c * c /*q*/ + 2 * c * kvd /*k,v*/ + c * c /*proj*/ + s.num_heads /*q_gain*/;
   const int64_t mlp = 2 * c * (s.mlp_mult * c);
   const int64_t block = attn + mlp + 2 * c /*attn_scale, mlp_scale*/ + 2 * c /*resid_mix*/;
-  const int64_t enc = s.num_layers / 2, dec = s.num_layers - enc;
-  const int64_t emb = s.vocab_size * c * (s.tie_embeddings ? 1 : 2);
-  return emb + std::min(enc, dec) * c + s.num_layers * block;
+  const int64_t depth = static_cast<int64_t>(LayerSchedule(s).size());
+  const int64_t enc = depth / 2, dec = depth - enc;
+  const int64_t emb = s.vocab_size * e * (s.tie_embeddings ? 1 : 2) + (e < c ? 2 * c * e : 0);
+  return emb + std::min(enc, dec) * c + StoredBlocks(s) * block;
 }
 
 // --- Forward ----------------------------------------------------------------
@@ -165,17 +217,37 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   auto v = F::linear(h, W(a.c_v->weight, ap + "c_v.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
   q = RmsNorm(q);
   k = RmsNorm(k);
-  if (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device()) {
-    auto inv_freq = 1.0 / torch::pow(spec.rope_base,
-                                      torch::arange(0, a.head_dim, 2, torch::kFloat32) / a.head_dim);
-    auto freqs = torch::outer(torch::arange(t, torch::kFloat32), inv_freq).to(x.device());  // (T, D/2)
-    rope_cos_ = freqs.cos().view({1, 1, t, a.head_dim / 2});
-    rope_sin_ = freqs.sin().view({1, 1, t, a.head_dim / 2});
+  if (rope_dims > 0) {
+    if (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device()) {
+      auto inv_freq = 1.0 / torch::pow(spec.rope_base,
+                                        torch::arange(0, rope_dims, 2, torch::kFloat32) / rope_dims);
+      auto freqs = torch::outer(torch::arange(t, torch::kFloat32), inv_freq).to(x.device());  // (T, R/2)
+      rope_cos_ = freqs.cos().view({1, 1, t, rope_dims / 2});
+      rope_sin_ = freqs.sin().view({1, 1, t, rope_dims / 2});
+    }
+    auto rot = [&](const torch::Tensor& z) {
+      auto r = ApplyRotary(z.narrow(-1, 0, rope_dims), rope_cos_.to(z.scalar_type()),
+                           rope_sin_.to(z.scalar_type()));
+      return rope_dims == a.head_dim ? r : torch::cat({r, z.narrow(-1, rope_dims, a.head_dim - rope_dims)}, -1);
+    };
+    q = rot(q);
+    k = rot(k);
   }
-  q = ApplyRotary(q, rope_cos_.to(q.scalar_type()), rope_sin_.to(q.scalar_type()));
-  k = ApplyRotary(k, rope_cos_.to(k.scalar_type()), rope_sin_.to(k.scalar_type()));
   q = q * a.q_gain.to(q.scalar_type()).view({1, a.heads, 1, 1});
-  auto y = CausalAttention(q, k, v).transpose(1, 2).contiguous().view({bsz, t, c});  // (B,T,C)
+  torch::Tensor bias;
+  if (spec.pos_scheme == "alibi") {
+    if (!alibi_bias_.defined() || alibi_bias_.size(2) != t || alibi_bias_.device() != x.device()) {
+      // slope_h = 2^(-8(h+1)/H); bias = -slope_h * (i - j) for j <= i, -inf above the diagonal.
+      auto slopes = torch::pow(2.0, -8.0 * (torch::arange(1, a.heads + 1, torch::kFloat32) / a.heads));
+      auto pos = torch::arange(t, torch::kFloat32);
+      auto dist = (pos.view({t, 1}) - pos.view({1, t}));  // (T,T) i - j
+      auto b = -slopes.view({a.heads, 1, 1}) * dist.view({1, t, t});
+      b = b.masked_fill(dist.view({1, t, t}) < 0, -std::numeric_limits<float>::infinity());
+      alibi_bias_ = b.unsqueeze(0).to(x.device());
+    }
+    bias = alibi_bias_;
+  }
+  auto y = CausalAttention(q, k, v, bias).transpose(1, 2).contiguous().view({bsz, t, c});  // (B,T,C)
   y = F::linear(y, W(a.proj->weight, ap + "proj.weight"));
   x = x + b.attn_scale.to(x.scalar_type()) * y;
 
@@ -187,13 +259,21 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
 }
 
 torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
-  auto x = F::embedding(ids, W(tok_emb->weight, "tok_emb.weight"));  // (B,T,C)
+  auto x = F::embedding(ids, W(tok_emb->weight, "tok_emb.weight"));  // (B,T,E)
+  if (embed_proj) x = F::linear(x, W(embed_proj->weight, "embed_proj.weight"));  // (B,T,C)
+  // Under CUDA autocast the residual stream is bf16, as the reference's (its tok_emb is
+  // bf16): half the bytes of every elementwise pass. Each block's control tensors follow x.
+  if (x.is_cuda() && CudaAutocastEnabled() && !PerfOff("resid")) x = x.to(torch::kBFloat16);
   x = RmsNorm(x);
   const auto x0 = x;
   std::vector<torch::Tensor> skips;
+  auto layer = [&](int64_t i) {
+    const int64_t b = schedule[i];
+    return BlockForward(*blocks[b]->as<BlockImpl>(), "blocks." + std::to_string(b) + ".", x, x0);
+  };
   // U-Net: the first half stores skips; the second half adds them back in reverse.
   for (int64_t i = 0; i < num_encoder_layers; ++i) {
-    x = BlockForward(*blocks[i]->as<BlockImpl>(), "blocks." + std::to_string(i) + ".", x, x0);
+    x = layer(i);
     skips.push_back(x);
   }
   for (int64_t i = 0; i < num_decoder_layers; ++i) {
@@ -201,13 +281,14 @@ torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
       x = x + skip_weights[i].to(x.scalar_type()) * skips.back();
       skips.pop_back();
     }
-    const int64_t li = num_encoder_layers + i;
-    x = BlockForward(*blocks[li]->as<BlockImpl>(), "blocks." + std::to_string(li) + ".", x, x0);
+    x = layer(num_encoder_layers + i);
   }
   return RmsNorm(x);
 }
 
-torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h) {
+torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h_in) {
+  // Factorised: (.., C) -> (.., E) before the tied (or untied) output layer.
+  const auto h = head_proj ? F::linear(h_in, W(head_proj->weight, "head_proj.weight")) : h_in;
   auto proj = spec.tie_embeddings ? F::linear(h, W(tok_emb->weight, "tok_emb.weight"))
                                   : F::linear(h, W(lm_head->weight, "lm_head.weight"));
   return spec.logit_softcap * torch::tanh(proj / spec.logit_softcap);
@@ -255,18 +336,37 @@ void Muon::Step(int rank, int world, const AllReduceSum& all_reduce) {
   int64_t total = 0;
   for (const auto& p : params_) total += p.numel();
   auto flat = torch::zeros({total}, params_[0].options().dtype(ns_dtype_));
+  std::vector<int64_t> offsets;
   int64_t off = 0;
+  for (const auto& p : params_) offsets.push_back(off), off += p.numel();
+  // This rank's matrices grouped by shape: one batched Newton–Schulz per shape (3 launches
+  // per iteration) instead of one per matrix; the same function of each matrix.
+  std::map<std::pair<int64_t, int64_t>, std::vector<size_t>> by_shape;
+  std::vector<torch::Tensor> updates(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto& p = params_[i];
     if (static_cast<int>(i % world) == rank && p.grad().defined()) {
       auto g = p.grad();
       buffers_[i].mul_(momentum).add_(g);
-      g = g.add(buffers_[i], momentum);  // Nesterov
-      g = ZeroPowerNewtonSchulz5(g, backend_steps_, ns_dtype_);
-      g = g * std::sqrt(std::max(1.0, static_cast<double>(g.size(0)) / g.size(1)));
-      flat.narrow(0, off, p.numel()).copy_(g.reshape(-1));
+      updates[i] = g.add(buffers_[i], momentum);  // Nesterov
+      by_shape[{p.size(0), p.size(1)}].push_back(i);
     }
-    off += p.numel();
+  }
+  for (const auto& [shape, idx] : by_shape) {
+    const double scale = std::sqrt(std::max(1.0, static_cast<double>(shape.first) / shape.second));
+    if (idx.size() == 1 || PerfOff("ns")) {
+      for (size_t i : idx) {
+        auto g = ZeroPowerNewtonSchulz5(updates[i], backend_steps_, ns_dtype_) * scale;
+        flat.narrow(0, offsets[i], params_[i].numel()).copy_(g.reshape(-1));
+      }
+      continue;
+    }
+    std::vector<torch::Tensor> gs;
+    for (size_t i : idx) gs.push_back(updates[i]);
+    auto o = ZeroPowerNewtonSchulz5Batched(torch::stack(gs), backend_steps_, ns_dtype_) * scale;
+    for (size_t k = 0; k < idx.size(); ++k) {
+      flat.narrow(0, offsets[idx[k]], params_[idx[k]].numel()).copy_(o[static_cast<int64_t>(k)].reshape(-1));
+    }
   }
   if (world > 1 && all_reduce) all_reduce(flat);
   off = 0;

@@ -69,11 +69,17 @@ struct GptImpl : torch::nn::Module {
   int64_t NumParams();
 
   TrainSpec spec;
-  int64_t num_encoder_layers, num_decoder_layers;
-  torch::nn::Embedding tok_emb{nullptr};
+  // Depth recurrence: schedule[i] is the block applied as layer i. Without recurrence it
+  // is 0..num_layers-1; `loops` repeats the whole stack (or only recur_layers A..B), and
+  // unique_blocks u > 0 shares weights: layer i uses block schedule[i] % u.
+  std::vector<int64_t> schedule;
+  int64_t num_encoder_layers, num_decoder_layers;  // halves of schedule.size() (U-Net)
+  int64_t rope_dims;                                // rotated dims per head (rope_fraction)
+  torch::nn::Embedding tok_emb{nullptr};            // (V, E); E = embed_dim or C
+  torch::nn::Linear embed_proj{nullptr}, head_proj{nullptr};  // E->C, C->E when E < C
   torch::Tensor skip_weights;  // (min(enc, dec), C)
   torch::nn::ModuleList blocks{nullptr};
-  torch::nn::Linear lm_head{nullptr};  // only when !tie_embeddings
+  torch::nn::Linear lm_head{nullptr};  // only when !tie_embeddings: (V, E)
 
  private:
   torch::Tensor Hidden(const torch::Tensor& x);  // final-normed hidden states (B,T,C)
@@ -84,12 +90,17 @@ struct GptImpl : torch::nn::Module {
 
   int qat_bits_ = 0;
   double qat_clip_ = 99.99984;
-  torch::Tensor rope_cos_, rope_sin_;  // (1,1,T,D/2) cache
+  torch::Tensor rope_cos_, rope_sin_;  // (1,1,T,rope_dims/2) cache
+  torch::Tensor alibi_bias_;           // (1,H,T,T) cache: causal mask + ALiBi / none
 };
 TORCH_MODULE(Gpt);
 
-// The reference's parameter count for a spec, computed from the shapes alone.
+// The parameter count for a spec, computed from the shapes alone (equal to the
+// reference's for the baseline axes).
 int64_t ExpectedParamCount(const TrainSpec& spec);
+
+// The layer -> block schedule of a spec (see GptImpl::schedule).
+std::vector<int64_t> LayerSchedule(const TrainSpec& spec);
 
 // RMS norm over the last dim with eps = finfo(dtype).eps, as F.rms_norm(eps=None).
 torch::Tensor RmsNorm(const torch::Tensor& x);

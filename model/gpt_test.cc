@@ -4,13 +4,22 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 
 #include "common/core/shard_format.h"
 
 namespace caddie::model {
 namespace {
+
+// One intra-op thread, as caddie-train uses on CPU: idle OpenMP workers spinning on the
+// shared 2-core machine make multi-threaded runs 5-10x slower.
+const bool kOneThread = [] {
+  torch::set_num_threads(1);
+  return true;
+}();
 
 std::string TestData(const std::string& name) {
   const char* d = std::getenv("CADDIE_TESTDATA");
@@ -178,6 +187,116 @@ TEST(ValBpbTest, EqualsIndependentComputation) {
   EXPECT_EQ(shares.bytes, one.bytes);
   // Sanity: an almost-untrained model is near uniform: log2(V) × tokens / bytes.
   EXPECT_GT(expected, 0.5 * std::log2(1024.0) * one.tokens / one.bytes);
+}
+
+
+// --- Architecture axes (issue 7) ---------------------------------------------
+
+struct Variant {
+  std::string name;
+  std::function<void(TrainSpec&)> apply;
+  int64_t params;  // by hand
+};
+
+// Tiny(): C = 32, H = 4, K = 2 (kv dim 16), MLP 2x, V = 1024. One block:
+// q 32*32 + k,v 2*32*16 + proj 32*32 + fc,proj 2*32*64 + q_gain 4 + scales/mix 4*32 = 7,300.
+std::vector<Variant> Variants() {
+  const int64_t block = 7300, emb = 1024 * 32, c = 32;
+  return {
+      {"baseline", [](TrainSpec&) {}, emb + 1 * c + 3 * block},
+      // 2 blocks looped twice: depth 4, skips min(2, 2).
+      {"loops", [](TrainSpec& s) { s.num_layers = 2, s.loops = 2; }, emb + 2 * c + 2 * block},
+      // 4 layers sharing 2 blocks: depth 4, 2 blocks stored.
+      {"unique_blocks", [](TrainSpec& s) { s.num_layers = 4, s.unique_blocks = 2; }, emb + 2 * c + 2 * block},
+      // layer 1 looped 3 times: schedule 0,1,1,1,2 (depth 5, skips min(2, 3)).
+      {"recur_layers", [](TrainSpec& s) { s.loops = 3, s.recur_layers = "1-1"; }, emb + 2 * c + 3 * block},
+      // E = 16: V*E + projections 32*16 twice.
+      {"embed_dim", [](TrainSpec& s) { s.embed_dim = 16; }, 1024 * 16 + 2 * 32 * 16 + 1 * c + 3 * block},
+      {"alibi", [](TrainSpec& s) { s.pos_scheme = "alibi"; }, emb + 1 * c + 3 * block},
+      {"no_pos", [](TrainSpec& s) { s.pos_scheme = "none"; }, emb + 1 * c + 3 * block},
+      {"rope_half", [](TrainSpec& s) { s.rope_fraction = 0.5; }, emb + 1 * c + 3 * block},
+  };
+}
+
+TEST(AxesTest, ScheduleFollowsLoopsAndSharing) {
+  TrainSpec s = Tiny();
+  s.num_layers = 3, s.loops = 3, s.recur_layers = "1-1";
+  EXPECT_EQ(LayerSchedule(s), (std::vector<int64_t>{0, 1, 1, 1, 2}));
+  s = Tiny();
+  s.num_layers = 2, s.loops = 3;
+  EXPECT_EQ(LayerSchedule(s), (std::vector<int64_t>{0, 1, 0, 1, 0, 1}));
+  s = Tiny();
+  s.num_layers = 6, s.unique_blocks = 3;
+  EXPECT_EQ(LayerSchedule(s), (std::vector<int64_t>{0, 1, 2, 0, 1, 2}));
+}
+
+TEST(AxesTest, ParameterCountsMatchHandComputation) {
+  for (const auto& v : Variants()) {
+    TrainSpec s = Tiny();
+    v.apply(s);
+    ASSERT_TRUE(ValidateTrainSpec(s).ok()) << v.name << ": " << ValidateTrainSpec(s).message();
+    Gpt model(s);
+    EXPECT_EQ(model->NumParams(), v.params) << v.name;
+    EXPECT_EQ(ExpectedParamCount(s), v.params) << v.name;
+  }
+}
+
+TEST(AxesTest, EveryVariantIsCausal) {
+  using torch::indexing::Slice;
+  for (const auto& v : Variants()) {
+    TrainSpec s = Tiny();
+    v.apply(s);
+    torch::manual_seed(11);
+    Gpt model(s);
+    {
+      torch::NoGradGuard ng;
+      for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.1);
+    }
+    auto x = torch::randint(1024, {2, 16}, torch::kInt64);
+    auto x2 = x.clone();
+    x2.index_put_({Slice(), 6}, (x.index({Slice(), 6}) + 5) % 1024);
+    auto a = model->Logits(x), b = model->Logits(x2);
+    EXPECT_TRUE(torch::allclose(a.index({Slice(), Slice(0, 6)}), b.index({Slice(), Slice(0, 6)}), 0, 0)) << v.name;
+    EXPECT_GT((a.index({Slice(), Slice(6, 16)}) - b.index({Slice(), Slice(6, 16)})).abs().max().item<float>(), 1e-5)
+        << v.name;
+  }
+}
+
+// Each variant learns the real corpus: 100 steps (Muon + Adam, as the trainer splits them).
+TEST(AxesTest, EveryVariantsLossFallsOnTheRealCorpus) {
+  auto shards = ListShards(TestData("sp1024"), "train");
+  ASSERT_TRUE(shards.ok()) << shards.status().message();
+  auto toks = ReadShard((*shards)[0]);
+  ASSERT_TRUE(toks.ok());
+  auto stream = torch::tensor(std::vector<int64_t>(toks->begin(), toks->begin() + 200000), torch::kInt64);
+  for (const auto& v : Variants()) {
+    TrainSpec s = Tiny();
+    s.seq_len = 32;
+    v.apply(s);
+    torch::manual_seed(12);
+    Gpt model(s);
+    Muon muon(model->MatrixParams(), 0.02, 0.9, 5, torch::kFloat32);
+    std::vector<torch::Tensor> rest = model->ScalarParams();
+    rest.push_back(model->tok_emb->weight);
+    torch::optim::Adam adam(rest, torch::optim::AdamOptions(0.01).betas({0.9, 0.95}));
+    double first = 0, last = 0;
+    for (int step = 0; step < 100; ++step) {
+      auto starts = torch::randint(stream.numel() - 33, {8}, torch::kInt64);
+      std::vector<torch::Tensor> rows;
+      for (int i = 0; i < 8; ++i) rows.push_back(stream.slice(0, starts[i].item<int64_t>(), starts[i].item<int64_t>() + 33));
+      auto batch = torch::stack(rows);  // (8, 33)
+      for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+      auto loss = model->Loss(batch.slice(1, 0, 32), batch.slice(1, 1, 33));
+      loss.backward();
+      adam.step();
+      muon.Step(0, 1, nullptr);
+      if (step < 10) first += loss.item<double>() / 10;
+      if (step >= 90) last += loss.item<double>() / 10;
+    }
+    EXPECT_LT(last, first - 0.8) << v.name << ": " << first << " -> " << last;
+    std::printf("%-14s params %6lld  loss %.3f -> %.3f\n", v.name.c_str(),
+                static_cast<long long>(model->NumParams()), first, last);
+  }
 }
 
 }  // namespace
