@@ -1,0 +1,407 @@
+// The end-to-end observability check: a real Prometheus (the Debian package)
+// started on loopback scrapes a live caddie-controller and caddie-worker while
+// the worker runs a CPU job with caddie-fake-train; then
+//  - `promtool check metrics` passes on each live /metrics scrape,
+//  - every PromQL expression of every dashboard panel returns data through
+//    Prometheus's HTTP API (a range query over the test's window, as Grafana
+//    asks for a time range),
+//  - every alert rule (deploy/prometheus/alerts.yml, loaded by this
+//    Prometheus) evaluates with health "ok", every metric it reads returns
+//    data, and CaddieControllerDown really fires (pending) once the controller
+//    is killed.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <signal.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_replace.h"
+#include "caddie/v1/user_service.grpc.pb.h"
+#include "tests/observability/obs_test_util.h"
+
+namespace caddie::obs_test {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using ::testing::HasSubstr;
+
+constexpr char kUserToken[] = "obs-test-user-token";
+constexpr char kWorkerToken[] = "obs-test-worker-token";
+
+fs::path BinaryDir() {
+  const char* b = std::getenv("CADDIE_BINARY_DIR");
+  return b != nullptr ? fs::path(b) : fs::path(CADDIE_BINARY_DIR_FALLBACK);
+}
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A process started by the test, killed (whole group) at the end.
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  ~Process() { Kill(SIGKILL); }
+
+  absl::Status Start(std::vector<std::string> argv, const fs::path& log,
+                     std::vector<std::pair<std::string, std::string>> extra_env = {}) {
+    SpawnOptions o;
+    o.argv = std::move(argv);
+    o.env = CurrentEnvironment();
+    for (const auto& [k, v] : extra_env) SetEnv(&o.env, k, v);
+    o.stdout_path = log.string();
+    o.stderr_path = log.string();
+    o.process_group = 0;
+    log_ = log;
+    absl::StatusOr<Child> c = Spawn(o);
+    if (!c.ok()) return c.status();
+    pid_ = c->pid;
+    return absl::OkStatus();
+  }
+  bool Running() {
+    if (pid_ <= 0) return false;
+    if (TryReap(pid_)) {
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+  void Kill(int sig) {
+    if (pid_ <= 0) return;
+    ::kill(-pid_, sig);
+    ::kill(pid_, sig);
+    int ws;
+    waitpid(pid_, &ws, 0);
+    pid_ = -1;
+  }
+  std::string Log() const { return ReadFile(log_); }
+
+ private:
+  pid_t pid_ = -1;
+  fs::path log_;
+};
+
+// GET http://127.0.0.1:port/path, "" on failure.
+std::optional<httplib::Result> HttpGet(int port, const std::string& path) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_connection_timeout(2);
+  c.set_read_timeout(10);
+  auto r = c.Get(path.c_str());
+  if (!r) return std::nullopt;
+  return r;
+}
+
+bool WaitHttpOk(int port, const std::string& path, std::chrono::seconds timeout, Process* p) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (p != nullptr && !p->Running()) return false;
+    auto r = HttpGet(port, path);
+    if (r && (*r)->status == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// Prometheus's HTTP query API.
+class PromApi {
+ public:
+  explicit PromApi(int port) : client_("127.0.0.1", port) {
+    client_.set_connection_timeout(2);
+    client_.set_read_timeout(20);
+  }
+  // POST /api/v1/<endpoint> with form params; the parsed body (status, data…).
+  json Call(const std::string& endpoint, const httplib::Params& params) {
+    auto r = client_.Post(("/api/v1/" + endpoint).c_str(), params);
+    if (!r) return json{{"status", "transport_error"}, {"error", httplib::to_string(r.error())}};
+    json j = json::parse(r->body, nullptr, false);
+    if (j.is_discarded()) return json{{"status", "bad_json"}, {"error", r->body}};
+    return j;
+  }
+  json Instant(const std::string& q) { return Call("query", {{"query", q}}); }
+  json Range(const std::string& q, double start, double end) {
+    return Call("query_range", {{"query", q},
+                                {"start", std::to_string(start)},
+                                {"end", std::to_string(end)},
+                                {"step", "1"}});
+  }
+  json Get(const std::string& path) {
+    auto r = client_.Get(path.c_str());
+    if (!r) return json{{"status", "transport_error"}};
+    return json::parse(r->body, nullptr, false);
+  }
+
+ private:
+  httplib::Client client_;
+};
+
+bool HasData(const json& j) {
+  return j.value("status", "") == "success" && j.contains("data") &&
+         !j["data"]["result"].empty();
+}
+
+// Grafana's variables, as they would be on an "All" selection, so the
+// expressions go to Prometheus exactly as Grafana sends them.
+std::string ExpandGrafanaVars(std::string expr) {
+  return absl::StrReplaceAll(expr, {{"$__rate_interval", "10s"},
+                                    {"$__interval", "1s"},
+                                    {"$sweep", ".*"}});
+}
+
+struct Expr {
+  std::string where;  // "caddie-sweep.json / val_bpb (running jobs)"
+  std::string expr;
+};
+
+std::vector<Expr> DashboardExprs() {
+  std::vector<Expr> out;
+  for (const char* f : {"caddie-sweep.json", "caddie-fleet.json"}) {
+    const json d = json::parse(ReadFile(SourceDir() / "dashboards" / f));
+    for (const auto& p : d.at("panels")) {
+      for (const auto& t : p.at("targets")) {
+        out.push_back({std::string(f) + " / " + p.at("title").get<std::string>(),
+                       ExpandGrafanaVars(t.at("expr").get<std::string>())});
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<Expr> AlertExprs() {
+  std::vector<Expr> out;
+  const YAML::Node rules =
+      YAML::LoadFile((SourceDir() / "deploy/prometheus/alerts.yml").string());
+  for (const auto& g : rules["groups"]) {
+    for (const auto& r : g["rules"]) {
+      out.push_back({r["alert"].as<std::string>(), r["expr"].as<std::string>()});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<int> FreePort() { return PickFreePort(); }
+
+class LivePrometheusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* b : {"controller/caddie-controller", "worker/caddie-worker",
+                          "tests/fake_trainer/caddie-fake-train"}) {
+      ASSERT_TRUE(fs::exists(BinaryDir() / b)) << "missing " << (BinaryDir() / b);
+    }
+    for (int* p : {&grpc_port_, &controller_http_, &worker_http_, &prom_port_}) {
+      absl::StatusOr<int> port = FreePort();
+      ASSERT_TRUE(port.ok()) << port.status();
+      *p = *port;
+    }
+    WriteFile(dir_.path() / "user.token", kUserToken);
+    WriteFile(dir_.path() / "worker.token", kWorkerToken);
+  }
+
+  void StartController() {
+    ASSERT_TRUE(controller_
+                    .Start({(BinaryDir() / "controller/caddie-controller").string(),
+                            "--listen", "127.0.0.1:" + std::to_string(grpc_port_),
+                            "--http-listen", "127.0.0.1:" + std::to_string(controller_http_),
+                            "--db", (dir_.path() / "caddie.db").string(),
+                            "--user-token-file", (dir_.path() / "user.token").string(),
+                            "--worker-token-file", (dir_.path() / "worker.token").string(),
+                            // Short heartbeats so the fleet metrics move within the test.
+                            "--heartbeat-interval", "1"},
+                           dir_.path() / "controller.log")
+                    .ok());
+    ASSERT_TRUE(WaitHttpOk(controller_http_, "/healthz", std::chrono::seconds(30), &controller_))
+        << controller_.Log();
+  }
+
+  void StartWorker() {
+    const json plan = {{"steps", 40}, {"step_ms", 100}, {"eval_ms", 4000}, {"val_bpb", 2.25}};
+    fs::create_directories(dir_.path() / "spool");
+    ASSERT_TRUE(worker_
+                    .Start({(BinaryDir() / "worker/caddie-worker").string(),
+                            "--controller", "127.0.0.1:" + std::to_string(grpc_port_),
+                            "--http-listen", "127.0.0.1:" + std::to_string(worker_http_),
+                            "--spool-dir", (dir_.path() / "spool").string(),
+                            "--trainer",
+                            (BinaryDir() / "tests/fake_trainer/caddie-fake-train").string(),
+                            "--token-file", (dir_.path() / "worker.token").string(),
+                            "--name", "obs-worker", "--gpus", "0", "--cpu-slots", "1"},
+                           dir_.path() / "worker.log", {{"CADDIE_FAKE_TRAIN", plan.dump()}})
+                    .ok());
+    ASSERT_TRUE(WaitHttpOk(worker_http_, "/healthz", std::chrono::seconds(30), &worker_))
+        << worker_.Log();
+  }
+
+  void StartPrometheus() {
+    const fs::path cfg_dir = dir_.path() / "prometheus";
+    fs::create_directories(cfg_dir / "data");
+    // The shipped rules, unchanged; the scrape jobs of deploy/prometheus.yml
+    // with loopback targets and a 1 s interval.
+    fs::copy_file(SourceDir() / "deploy/prometheus/alerts.yml", cfg_dir / "alerts.yml");
+    WriteFile(cfg_dir / "prometheus.yml",
+              "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+              "rule_files: [alerts.yml]\n"
+              "scrape_configs:\n"
+              "  - job_name: caddie-controller\n    static_configs:\n"
+              "      - targets: ['127.0.0.1:" + std::to_string(controller_http_) + "']\n"
+              "  - job_name: caddie-worker\n    static_configs:\n"
+              "      - targets: ['127.0.0.1:" + std::to_string(worker_http_) + "']\n");
+    ASSERT_TRUE(prometheus_
+                    .Start({"prometheus", "--config.file=" + (cfg_dir / "prometheus.yml").string(),
+                            "--storage.tsdb.path=" + (cfg_dir / "data").string(),
+                            "--web.listen-address=127.0.0.1:" + std::to_string(prom_port_),
+                            "--web.enable-lifecycle", "--log.level=warn"},
+                           dir_.path() / "prometheus.log")
+                    .ok());
+    ASSERT_TRUE(WaitHttpOk(prom_port_, "/-/ready", std::chrono::seconds(60), &prometheus_))
+        << prometheus_.Log();
+  }
+
+  std::string SubmitSweep() {
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port_),
+                                       grpc::InsecureChannelCredentials());
+    auto stub = caddie::v1::UserService::NewStub(channel);
+    caddie::v1::SubmitSweepRequest req;
+    req.mutable_spec()->set_name("obs-test");
+    req.mutable_spec()->set_sweep_json(
+        R"({"base": {"model_dim": 64, "num_layers": 2, "device": "cpu"}, "axes": {"seed": [1]}, "mode": "grid"})");
+    req.mutable_spec()->set_gpus(0);
+    req.mutable_spec()->mutable_budget()->set_train_seconds(60);
+    caddie::v1::SubmitSweepResponse resp;
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", std::string("Bearer ") + kUserToken);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    const grpc::Status s = stub->SubmitSweep(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_code() << " " << s.error_message() << "\n" << controller_.Log();
+    EXPECT_EQ(resp.jobs_size(), 1);
+    return resp.sweep().id();
+  }
+
+  // Polls `query` until it returns data.
+  bool WaitForData(PromApi& api, const std::string& query, std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      if (HasData(api.Instant(query))) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+    return false;
+  }
+
+  std::string Logs() {
+    return "--- controller\n" + controller_.Log() + "\n--- worker\n" + worker_.Log() +
+           "\n--- prometheus\n" + prometheus_.Log();
+  }
+
+  TempDir dir_;
+  int grpc_port_ = 0, controller_http_ = 0, worker_http_ = 0, prom_port_ = 0;
+  Process controller_, worker_, prometheus_;
+};
+
+TEST_F(LivePrometheusTest, DashboardsAndAlertsHaveDataFromALiveControllerAndWorker) {
+  ASSERT_NO_FATAL_FAILURE(StartController());
+  ASSERT_NO_FATAL_FAILURE(StartWorker());
+
+  // The live exposition passes the real linter, with the right content type.
+  for (int port : {controller_http_, worker_http_}) {
+    auto r = HttpGet(port, "/metrics");
+    ASSERT_TRUE(r) << "no /metrics on " << port;
+    EXPECT_EQ((*r)->status, 200);
+    EXPECT_THAT((*r)->get_header_value("Content-Type"), HasSubstr("text/plain; version=0.0.4"));
+    TempDir d;
+    WriteFile(d.path() / "m.txt", (*r)->body);
+    const CommandResult c = RunCommand(
+        {"sh", "-c", "promtool check metrics < \"$0\"", (d.path() / "m.txt").string()});
+    EXPECT_EQ(c.exit_code, 0) << c.output << "\n" << (*r)->body;
+    EXPECT_EQ(c.output, "") << c.output;
+  }
+
+  ASSERT_NO_FATAL_FAILURE(StartPrometheus());
+  const double t0 = UnixNow() - 1;
+  PromApi api(prom_port_);
+  ASSERT_TRUE(WaitForData(api, "up{job=\"caddie-controller\"} == 1", std::chrono::seconds(30)))
+      << Logs();
+  ASSERT_TRUE(WaitForData(api, "up{job=\"caddie-worker\"} == 1", std::chrono::seconds(30)))
+      << Logs();
+
+  const std::string sweep_id = SubmitSweep();
+  ASSERT_FALSE(sweep_id.empty()) << Logs();
+  // The running job's live gauges reach Prometheus (val_bpb is reported during
+  // the fake trainer's 4 s evaluation), then the finished job's leaderboard entry.
+  ASSERT_TRUE(WaitForData(api, "caddie_job_val_bpb{sweep_id=\"" + sweep_id + "\"}",
+                          std::chrono::seconds(90)))
+      << Logs();
+  ASSERT_TRUE(WaitForData(api, "caddie_leaderboard_val_bpb{sweep_id=\"" + sweep_id + "\"}",
+                          std::chrono::seconds(60)))
+      << Logs();
+  // Finished jobs leave the live per-job gauges (bounded cardinality).
+  ASSERT_TRUE(WaitForData(api, "absent(caddie_job_step{sweep_id=\"" + sweep_id + "\"})",
+                          std::chrono::seconds(15)))
+      << Logs();
+  // A few more scrapes so rate() windows span the whole run.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  const double t1 = UnixNow();
+
+  // Every dashboard panel query returns data over the test's window.
+  const std::vector<Expr> panels = DashboardExprs();
+  ASSERT_GE(panels.size(), 30u);
+  for (const Expr& e : panels) {
+    const json r = api.Range(e.expr, t0, t1);
+    EXPECT_TRUE(HasData(r)) << e.where << ": " << e.expr << "\n" << r.dump().substr(0, 500);
+  }
+  std::printf("checked %zu dashboard panel queries over %.0f s of live data\n", panels.size(), t1 - t0);
+  // The sweep variable's values (label_values(sweep_id)) include our sweep.
+  const json labels = api.Get("/api/v1/label/sweep_id/values");
+  EXPECT_THAT(labels["data"].dump(), HasSubstr("\"" + sweep_id + "\""));
+
+  // Every alert rule is loaded and evaluates cleanly on live data, and every
+  // metric it reads has data.
+  const json rules = api.Get("/api/v1/rules");
+  std::set<std::string> healthy;
+  for (const auto& g : rules["data"]["groups"]) {
+    for (const auto& r : g["rules"]) {
+      if (r.value("health", "") == "ok") healthy.insert(r.value("name", ""));
+      else ADD_FAILURE() << r.dump();
+    }
+  }
+  for (const Expr& a : AlertExprs()) {
+    SCOPED_TRACE(a.where);
+    EXPECT_TRUE(healthy.count(a.where)) << a.where << " not evaluated ok";
+    EXPECT_EQ(api.Instant(a.expr).value("status", ""), "success") << a.expr;
+    for (const std::string& sel : MetricSelectors(a.expr)) {
+      const json r = api.Range(sel, t0, t1);
+      EXPECT_TRUE(HasData(r)) << a.where << " reads " << sel << ", which has no data";
+    }
+  }
+
+  std::printf("checked %zu alert rules (health, expression, every metric read)\n", AlertExprs().size());
+  // The controller-down alert really fires: kill the controller, and the rule's
+  // own expression returns data and the alert goes pending.
+  controller_.Kill(SIGKILL);
+  std::string down_expr;
+  for (const Expr& a : AlertExprs()) {
+    if (a.where == "CaddieControllerDown") down_expr = a.expr;
+  }
+  ASSERT_FALSE(down_expr.empty());
+  EXPECT_TRUE(WaitForData(api, down_expr, std::chrono::seconds(15))) << down_expr;
+  bool pending = false;
+  const auto deadline = Clock::now() + std::chrono::seconds(15);
+  while (!pending && Clock::now() < deadline) {
+    const json alerts = api.Get("/api/v1/alerts");
+    for (const auto& a : alerts["data"]["alerts"]) {
+      if (a["labels"].value("alertname", "") == "CaddieControllerDown" &&
+          a.value("state", "") == "pending") {
+        pending = true;
+      }
+    }
+    if (!pending) std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_TRUE(pending) << "CaddieControllerDown did not go pending";
+}
+
+}  // namespace
+}  // namespace caddie::obs_test
