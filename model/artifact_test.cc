@@ -3,11 +3,17 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 #include <random>
 
+#include "common/core/shard_format.h"
+#include "common/core/train_spec.h"
 #include "model/code_files.h"
+#include "model/gpt.h"
 
 namespace caddie::model {
 namespace {
@@ -368,6 +374,275 @@ TEST(ArtifactTest, CodeBytesAreTheListedFilesAsBuilt) {
   }
   EXPECT_TRUE(has_artifact);
   EXPECT_EQ(CodeBytes(), total);
+}
+
+}  // namespace
+}  // namespace caddie::model
+
+// ---------------------------------------------------------------------------
+// Trained tiny models on the real-corpus test data ($CADDIE_TESTDATA/sp1024).
+// ---------------------------------------------------------------------------
+
+namespace caddie::model {
+namespace {
+
+struct Corpus {
+  torch::Tensor train;  // (N) int64
+  torch::Tensor val;    // (n*seq_len + 1) int64
+  ByteTable table;
+};
+
+torch::Tensor ReadTokens(const std::string& dir, const std::string& split) {
+  LiteStatusOr<std::vector<std::string>> shards = ListShards(dir, split);
+  EXPECT_TRUE(shards.ok()) << shards.status().message();
+  std::vector<int64_t> ids;
+  for (const std::string& path : *shards) {
+    LiteStatusOr<std::vector<uint16_t>> tokens = ReadShard(path);
+    EXPECT_TRUE(tokens.ok()) << tokens.status().message();
+    ids.insert(ids.end(), tokens->begin(), tokens->end());
+  }
+  return torch::tensor(ids, torch::kInt64);
+}
+
+Corpus LoadCorpus(int64_t seq_len) {
+  const char* root = std::getenv("CADDIE_TESTDATA");
+  EXPECT_NE(root, nullptr) << "run through ctest, which sets CADDIE_TESTDATA";
+  const std::string dir = std::string(root ? root : "") + "/sp1024";
+  Corpus c;
+  c.train = ReadTokens(dir, "train");
+  const torch::Tensor val = ReadTokens(dir, "val");
+  c.val = val.slice(0, 0, (val.numel() - 1) / seq_len * seq_len + 1);
+  LiteStatusOr<ByteTable> table = ReadByteTable(dir + "/byte_table.json");
+  EXPECT_TRUE(table.ok()) << table.status().message();
+  c.table = *table;
+  return c;
+}
+
+// Tiny baseline-shaped GPT whose tied embedding (1024x192) and MLP matrices
+// (384x192) are above the 65,536-element keep-float threshold, so export and QAT
+// quantise them as they would the real model's.
+TrainSpec TinySpec() {
+  TrainSpec s;
+  s.num_layers = 2;
+  s.model_dim = 192;
+  s.num_heads = 4;
+  s.num_kv_heads = 2;
+  s.seq_len = 128;
+  s.seed = 1234;
+  return s;
+}
+
+constexpr int64_t kBatchSeqs = 8;
+
+double ValBpb(Gpt& model, const Corpus& c, int64_t seq_len) {
+  return EvalValShare(model, c.val, seq_len, 64, c.table, 0, 1, torch::kCPU, false).val_bpb();
+}
+
+// The reference's optimizers: Muon for the block matrices, Adam for the rest.
+struct Optimizers {
+  explicit Optimizers(Gpt& model, double lr_scale)
+      : lr_scale(lr_scale),
+        matrices(model->MatrixParams()),
+        muon(matrices, 0.04 * lr_scale, 0.95, 5, torch::kFloat32),
+        adam(Rest(model, matrices), torch::optim::AdamOptions(0.04 * lr_scale).betas({0.9, 0.95})) {}
+  static std::vector<torch::Tensor> Rest(Gpt& model, const std::vector<torch::Tensor>& matrices) {
+    std::vector<torch::Tensor> rest;
+    for (const auto& kv : model->named_parameters()) {
+      bool is_matrix = false;
+      for (const torch::Tensor& m : matrices) is_matrix |= m.is_same(kv.value());
+      if (!is_matrix) rest.push_back(kv.value());
+    }
+    return rest;
+  }
+  void ZeroGrad() {
+    adam.zero_grad();
+    for (torch::Tensor& m : matrices) m.mutable_grad() = torch::Tensor();
+  }
+  // lr_mult scales the base learning rates (the warmdown).
+  void Step(double lr_mult) {
+    muon.lr = 0.04 * lr_scale * lr_mult;
+    for (auto& g : adam.param_groups()) {
+      static_cast<torch::optim::AdamOptions&>(g.options()).lr(0.04 * lr_scale * lr_mult);
+    }
+    muon.Step(0, 1, {});
+    adam.step();
+  }
+  double lr_scale;
+  std::vector<torch::Tensor> matrices;
+  Muon muon;
+  torch::optim::Adam adam;
+};
+
+// The tiny run: Muon at 1.5x the reference lr (a short run that ends in a
+// sharp, quantisation-sensitive state, so the int4 gap is well above the
+// run-to-run noise), linear warmdown over the last 60%.
+constexpr int64_t kSteps = 120;
+constexpr double kLrScale = 1.5;
+constexpr double kWarmdownFrac = 0.6;
+
+// Trains TinySpec() for `steps` steps on consecutive training windows; QAT at
+// qat_bits (0 = off) from step qat_start on. Same seed, same batches for every call.
+Gpt TrainTiny(const Corpus& c, int64_t steps, int qat_bits, int64_t qat_start) {
+  torch::manual_seed(1234);
+  const TrainSpec spec = TinySpec();
+  Gpt model(spec);
+  model->train();
+  Optimizers opt(model, kLrScale);
+  const int64_t t = spec.seq_len;
+  int64_t pos = 0;
+  for (int64_t step = 0; step < steps; ++step) {
+    model->SetQat(step >= qat_start ? qat_bits : 0, 99.99984);
+    if (pos + kBatchSeqs * t + 1 > c.train.numel()) pos = 0;
+    const torch::Tensor chunk = c.train.slice(0, pos, pos + kBatchSeqs * t + 1);
+    pos += kBatchSeqs * t;
+    const torch::Tensor x = chunk.slice(0, 0, kBatchSeqs * t).view({kBatchSeqs, t});
+    const torch::Tensor y = chunk.slice(0, 1, kBatchSeqs * t + 1).view({kBatchSeqs, t});
+    opt.ZeroGrad();
+    model->Loss(x, y).backward();
+    // Linear warmdown to zero over the last part, as the reference: QAT needs
+    // the weights to settle on what the quantised forward pass trained.
+    const double wd = kWarmdownFrac * static_cast<double>(steps);
+    opt.Step(std::min(1.0, static_cast<double>(steps - step) / wd));
+  }
+  model->SetQat(0, 99.99984);
+  return model;
+}
+
+NamedTensors StateOf(Gpt& model) {
+  NamedTensors state;
+  for (const auto& kv : model->named_parameters()) state.emplace_back(kv.key(), kv.value());
+  return state;
+}
+
+// val_bpb of the model rebuilt from its artifact at `bits`.
+double PostQuantBpb(Gpt& model, const Corpus& c, int bits) {
+  ExportOptions o;
+  o.quant.bits = bits;
+  o.zstd_level = 3;
+  LiteStatusOr<std::string> art = ExportArtifact(StateOf(model), o);
+  EXPECT_TRUE(art.ok()) << art.status().message();
+  LiteStatusOr<NamedTensors> back = ImportArtifact(*art);
+  EXPECT_TRUE(back.ok()) << back.status().message();
+  torch::manual_seed(999);  // a different init: every value must come from the artifact
+  Gpt fresh(TinySpec());
+  auto params = fresh->named_parameters();
+  EXPECT_EQ(back->size(), params.size());
+  {
+    torch::NoGradGuard ng;
+    for (const auto& [name, t] : *back) {
+      torch::Tensor* p = params.find(name);
+      EXPECT_NE(p, nullptr) << name;
+      if (p) p->copy_(t);
+    }
+  }
+  return ValBpb(fresh, c, TinySpec().seq_len);
+}
+
+class ArtifactTrainedTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    corpus_ = new Corpus(LoadCorpus(TinySpec().seq_len));
+    plain_ = new Gpt(TrainTiny(*corpus_, kSteps, 0, 0));
+  }
+  static void TearDownTestSuite() {
+    delete plain_;
+    delete corpus_;
+  }
+  static Corpus* corpus_;
+  static Gpt* plain_;  // trained without QAT, shared by the tests
+};
+Corpus* ArtifactTrainedTest::corpus_ = nullptr;
+Gpt* ArtifactTrainedTest::plain_ = nullptr;
+
+TEST_F(ArtifactTrainedTest, Int8RoundTripKeepsValBpbWithinOneHundredth) {
+  const double pre = ValBpb(*plain_, *corpus_, TinySpec().seq_len);
+  const double post = PostQuantBpb(*plain_, *corpus_, 8);
+  std::printf("tiny model: val_bpb %.4f, after int8 round trip %.4f (gap %+.5f)\n", pre, post,
+              post - pre);
+  EXPECT_LT(pre, 3.3);  // it learned: a uniform guess is 10 bits a token, about 4 a byte
+  EXPECT_LT(std::abs(post - pre), 0.01);
+  EXPECT_NE(post, pre);  // the round trip really went through quantisation
+}
+
+TEST_F(ArtifactTrainedTest, QatAtFourBitsShrinksThePostQuantGap) {
+  // Same seed, same batches, same steps; QAT on for the second half.
+  Gpt qat = TrainTiny(*corpus_, kSteps, 4, kSteps / 2);
+  const int64_t t = TinySpec().seq_len;
+  const double plain_pre = ValBpb(*plain_, *corpus_, t);
+  const double plain_post = PostQuantBpb(*plain_, *corpus_, 4);
+  const double qat_pre = ValBpb(qat, *corpus_, t);
+  const double qat_post = PostQuantBpb(qat, *corpus_, 4);
+  std::printf("int4 without QAT: %.4f -> %.4f (gap %+.4f); with QAT: %.4f -> %.4f (gap %+.4f)\n",
+              plain_pre, plain_post, plain_post - plain_pre, qat_pre, qat_post,
+              qat_post - qat_pre);
+  EXPECT_GT(plain_post - plain_pre, 0.01);  // int4 really hurts this model
+  EXPECT_LT(qat_post - qat_pre, plain_post - plain_pre);
+}
+
+}  // namespace
+}  // namespace caddie::model
+
+namespace caddie::model {
+namespace {
+
+// The baseline-shaped model (9x512, vocab 1024) after two real optimizer steps
+// (the zero-initialised projections need them to hold anything): what export
+// quantises and keeps, and how size falls with the width. zstd level 3 keeps
+// the test quick; docs/artifact-sizes.md has the level-22 figures.
+TEST(ArtifactBaselineTest, BaselineShapedSizes) {
+  torch::manual_seed(1337);
+  const TrainSpec spec;  // the baseline defaults
+  const Corpus c = LoadCorpus(spec.seq_len);
+  Gpt model(spec);
+  model->train();
+  Optimizers opt(model, 1.0);
+  const int64_t t = 128, b = 2;
+  for (int64_t step = 0; step < 2; ++step) {
+    const torch::Tensor chunk = c.train.slice(0, step * b * t, (step + 1) * b * t + 1);
+    opt.ZeroGrad();
+    model->Loss(chunk.slice(0, 0, b * t).view({b, t}), chunk.slice(0, 1, b * t + 1).view({b, t}))
+        .backward();
+    opt.Step(1.0);
+  }
+  const NamedTensors state = StateOf(model);
+  ASSERT_EQ(model->NumParams(), ExpectedParamCount(spec));
+
+  std::map<int, ArtifactSizes> sizes;
+  for (int bits : {8, 6, 4}) {
+    ExportOptions o;
+    o.quant.bits = bits;
+    o.zstd_level = 3;
+    LiteStatusOr<ArtifactSizes> s = MeasureArtifactSizes(state, o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    sizes[bits] = *s;
+    std::printf("int%d: payload %lld, zstd-3 %lld, zlib-9 %lld\n", bits,
+                static_cast<long long>(s->payload_bytes), static_cast<long long>(s->zstd_bytes),
+                static_cast<long long>(s->zlib_bytes));
+  }
+  // The embedding and the 6 matrices of each of the 9 blocks are quantised;
+  // norms, gains, scales, mixes and skip weights are kept.
+  EXPECT_EQ(sizes[8].quantized_tensors, 1 + 9 * 6);
+  EXPECT_EQ(sizes[8].params, ExpectedParamCount(spec));
+  // Payload: packed codes of the quantised weights, 2 bytes per row scale and
+  // per kept value, and the header; each exactly as the layout says.
+  for (int bits : {8, 6, 4}) {
+    int64_t expected = 4;
+    for (const auto& [name, w] : state) {
+      expected += 2 + static_cast<int64_t>(name.size()) + 6 + 8 * w.dim();
+      if (ShouldQuantize(name, w, QuantOptions())) {
+        expected += 2 * w.size(0) + PackedBytes(w.numel(), bits);
+      } else {
+        expected += 2 * w.numel();
+      }
+    }
+    EXPECT_EQ(sizes[bits].payload_bytes, expected) << bits;
+  }
+  EXPECT_LT(sizes[6].zstd_bytes, sizes[8].zstd_bytes);
+  EXPECT_LT(sizes[4].zstd_bytes, sizes[6].zstd_bytes);
+  EXPECT_LT(sizes[6].zlib_bytes, sizes[8].zlib_bytes);
+  EXPECT_LT(sizes[4].zlib_bytes, sizes[6].zlib_bytes);
+  // int6 fits the budget whatever the weights: its payload alone is under it.
+  EXPECT_LT(sizes[6].payload_bytes + CodeBytes(), kArtifactLimitBytes);
 }
 
 }  // namespace

@@ -3,10 +3,23 @@
 # (artifact bytes = compressed model bytes + code bytes), so this list is the
 # one place that says which files those are. Paths are relative to the
 # repository root. `caddie-train --code-bytes` prints the total.
+#
+# Counted: what it takes to rebuild the model from its spec and artifact and to
+# score it (the GPT definition and its val_bpb evaluation, the spec it is built
+# from, the shard and byte-table reader, the quantiser and the container reader)
+# and the headers those need. Not counted: the training loop, data loading,
+# distribution and event plumbing (trainer.cc, train_main.cc), which evaluating
+# an artifact does not need.
 set(CADDIE_CODE_FILES
   common/core/lite_status.h
+  common/core/train_spec.h
+  common/core/train_spec.cc
+  common/core/shard_format.h
+  common/core/shard_format.cc
   model/torch_compat.h
   model/torch_compat.cc
+  model/gpt.h
+  model/gpt.cc
   model/quant.h
   model/quant.cc
   model/artifact.h
