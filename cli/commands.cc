@@ -294,39 +294,33 @@ void RunWatch(const GlobalOptions& g, const ListArgs& a) {
   if (rc != 0) throw CLI::RuntimeError(rc);
 }
 
+// One trainer output line: a `log` event is the raw line the trainer printed;
+// other events are shown as the JSON objects the trainer wrote.
+std::string LogLine(const std::string& event_json) {
+  const json j = json::parse(event_json, nullptr, false);
+  if (j.is_object() && j.value("event", "") == "log" && j.contains("message") && j["message"].is_string()) {
+    return j["message"].get<std::string>();
+  }
+  return event_json;
+}
+
 void RunLogs(const GlobalOptions& g, const ListArgs& a) {
   auto client = MakeClient(g);
-  CancelOnInterrupt cancel(client.get());
-  std::string shown;
-  while (true) {
-    auto r = client->GetJobLogs(a.id, a.follow ? 0 : a.tail);
-    if (!r.ok()) {
-      if (r.status().code() == absl::StatusCode::kCancelled || InterruptCount() > 0) {
-        throw CLI::RuntimeError(kExitInterrupted);
-      }
-      Fail(r.status());
+  if (!a.follow) {
+    auto r = OrFail(client->GetJobLogs(a.id, a.tail));
+    for (absl::string_view line : absl::StrSplit(r.text(), '\n', absl::SkipEmpty())) {
+      Print(LogLine(std::string(line)) + "\n");
     }
-    const std::string& text = r->text();
-    if (text.size() >= shown.size() && text.compare(0, shown.size(), shown) == 0) {
-      Print(text.substr(shown.size()));
-    } else {
-      Print(text);  // the log was replaced (new attempt): show it whole
-    }
-    shown = text;
-    if (!a.follow) return;
-    auto j = client->GetJob(a.id);
-    if (!j.ok()) Fail(j.status());
-    if (IsTerminal(j->state())) {
-      // One last read: lines written between the two calls.
-      auto last = client->GetJobLogs(a.id, 0);
-      if (last.ok() && last->text().size() > shown.size() && last->text().compare(0, shown.size(), shown) == 0) {
-        Print(last->text().substr(shown.size()));
-      }
-      return;
-    }
-    for (int i = 0; i < 10 && InterruptCount() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (InterruptCount() > 0) throw CLI::RuntimeError(kExitInterrupted);
+    return;
   }
+  // -f: the job's stored events, then live ones until it ends.
+  CancelOnInterrupt cancel(client.get());
+  absl::Status s = client->WatchJob(a.id, 0, [&](const v1::WatchJobResponse& r) {
+    for (const auto& e : r.events()) Print(LogLine(e.json()) + "\n");
+    return true;
+  });
+  if (s.code() == absl::StatusCode::kCancelled) throw CLI::RuntimeError(kExitInterrupted);
+  if (!s.ok()) Fail(s);
 }
 
 void RunCancel(const GlobalOptions& g, const ListArgs& a, bool sweep) {
@@ -444,10 +438,11 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   watch->add_flag("--json", la->json, "Print each event as one JSON object per line");
   watch->callback([&g, la] { RunWatch(g, *la); });
 
-  CLI::App* logs = app.add_subcommand("logs", "A job's trainer log");
+  CLI::App* logs = app.add_subcommand("logs", "A job's trainer output (its events and log lines), current attempt");
   logs->add_option("JOB", la->id, "Job id")->required();
   logs->add_flag("-f,--follow", la->follow, "Keep printing new lines until the job ends");
-  logs->add_option("--tail", la->tail, "Only the last N lines (0 = all)")->capture_default_str();
+  logs->add_option("--tail", la->tail, "Only the last N lines (0 = the controller's default, 100)")
+      ->capture_default_str();
   logs->callback([&g, la] { RunLogs(g, *la); });
 
   CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job (a running one is stopped by its worker)");

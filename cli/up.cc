@@ -196,7 +196,11 @@ absl::Status Up::StartController() {
   fs::remove(controller_.log_path, ec);
   SpawnOptions o;
   o.argv = {controller_bin_, "--listen", absl::StrCat("127.0.0.1:", a_.port), "--db", root_ + "/caddie.db"};
-  o.env = CurrentEnvironment();
+  // The local controller listens on loopback only and takes no tokens, whatever
+  // this shell exports for a remote one.
+  for (const std::string& kv : CurrentEnvironment()) {
+    if (kv.rfind("CADDIE_USER_TOKEN=", 0) != 0 && kv.rfind("CADDIE_WORKER_TOKEN=", 0) != 0) o.env.push_back(kv);
+  }
   o.stdout_path = controller_.log_path;
   o.stderr_path = controller_.log_path;
   o.process_group = 0;
@@ -238,7 +242,9 @@ absl::Status Up::StartWorker() {
   SpawnOptions o;
   o.argv = {worker_bin_, "--controller", addr_, "--work-dir", root_ + "/worker", "--trainer", trainer_bin_,
             "--cpu-slots", absl::StrCat(a_.cpu_slots), "--id", "local"};
-  o.env = CurrentEnvironment();
+  for (const std::string& kv : CurrentEnvironment()) {
+    if (kv.rfind("CADDIE_WORKER_TOKEN=", 0) != 0) o.env.push_back(kv);
+  }
   o.stdout_path = worker_.log_path;
   o.stderr_path = worker_.log_path;
   o.process_group = 0;

@@ -152,7 +152,7 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   r = c.Caddie({"watch", job0}, std::chrono::seconds(60));
   EXPECT_EQ(r.code, 0) << r.out << r.err << c.WorkerLog();
   EXPECT_THAT(r.out, HasSubstr("is succeeded"));
-  EXPECT_THAT(r.out, HasSubstr("final: val_bpb 2.5000"));
+  EXPECT_THAT(r.out, HasSubstr("final: val_bpb 2.5100 after quantisation (2.5000 before), artifact 1.0 kB within budget"));
 
   const json jobs = WaitForSweep(c, sweep, std::chrono::seconds(60));
   ASSERT_EQ(jobs.size(), 2u);
@@ -197,7 +197,7 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   // leaderboard
   r = c.Caddie({"leaderboard", "--sweep", sweep});
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_THAT(r.out, HasSubstr("2.5000"));
+  EXPECT_THAT(r.out, HasSubstr("2.5100"));  // after quantisation
   EXPECT_THAT(r.out, HasSubstr(job0));
   r = c.Caddie({"leaderboard", "--json"});
   EXPECT_EQ(json::parse(r.out)["entries"].size(), 2u);
@@ -233,6 +233,25 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   EXPECT_EQ(r.code, 4) << r.err;
   r = c.Caddie({"sweep", "show", "no-such-sweep"});
   EXPECT_EQ(r.code, 4) << r.err;
+}
+
+TEST(CliClusterTest, BearerTokenFromFlagEnvOrConfigFile) {
+  LocalCluster c(R"({})", /*with_worker=*/false, /*user_token=*/"s3cret");
+  ASSERT_TRUE(c.ok()) << c.error();
+  RunResult r = c.Caddie({"sweeps"});
+  EXPECT_EQ(r.code, 5) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rejected the request"));
+  EXPECT_THAT(r.err, HasSubstr("no token was sent"));
+  r = c.Caddie({"sweeps", "--token", "wrong"}, std::chrono::seconds(30), {{"CADDIE_TOKEN", "s3cret"}});
+  EXPECT_EQ(r.code, 5) << r.err;  // the flag wins over the environment
+  EXPECT_THAT(r.err, HasSubstr("(token from --token)"));
+  r = c.Caddie({"sweeps"}, std::chrono::seconds(30), {{"CADDIE_TOKEN", "s3cret"}});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("no sweeps yet"));
+  WriteFile(c.dir() + "/cfg.yaml", "token: s3cret\n");
+  r = c.Caddie({"--config", c.dir() + "/cfg.yaml", "workers"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("no workers registered"));
 }
 
 }  // namespace

@@ -89,10 +89,13 @@ RunResult RunCaddie(const std::vector<std::string>& args, const std::map<std::st
   return r;
 }
 
-LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker) {
+LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const std::string& user_token) {
   SpawnOptions c;
-  c.argv = {CADDIE_CONTROLLER_BIN, "--listen", "127.0.0.1:0", "--db", dir() + "/caddie.db"};
+  c.argv = {CADDIE_CONTROLLER_BIN, "--listen", "127.0.0.1:0", "--db", dir() + "/caddie.db", "--http-listen", "",
+            "--sqlite-synchronous-normal"};
   c.env = CurrentEnvironment();
+  SetEnv(&c.env, "CADDIE_USER_TOKEN", user_token);
+  SetEnv(&c.env, "CADDIE_WORKER_TOKEN", "");
   c.stdout_path = dir() + "/controller.log";
   c.stderr_path = dir() + "/controller.log";
   c.process_group = 0;
@@ -128,6 +131,7 @@ LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker) {
             "--lease-interval", "0.2"};
   w.env = CurrentEnvironment();
   SetEnv(&w.env, "CADDIE_FAKE_TRAIN", fake_plan);
+  SetEnv(&w.env, "CADDIE_WORKER_TOKEN", "");
   w.stdout_path = dir() + "/worker.log";
   w.stderr_path = dir() + "/worker.log";
   w.process_group = 0;
@@ -141,7 +145,7 @@ LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker) {
   // Registered once `caddie workers` lists it.
   const auto wuntil = Clock::now() + std::chrono::seconds(20);
   while (Clock::now() < wuntil) {
-    RunResult r = Caddie({"workers", "--json"}, std::chrono::seconds(10));
+    RunResult r = Caddie({"workers", "--json"}, std::chrono::seconds(10), {{"CADDIE_TOKEN", user_token}});
     if (r.code == 0 && r.out.find("test-worker") != std::string::npos) return;
     if (TryReap(worker_.pid)) {
       error_ = "caddie-worker exited: " + WorkerLog();
@@ -158,9 +162,10 @@ LocalCluster::~LocalCluster() {
   StopChild(controller_);
 }
 
-RunResult LocalCluster::Caddie(std::vector<std::string> args, std::chrono::seconds timeout) {
+RunResult LocalCluster::Caddie(std::vector<std::string> args, std::chrono::seconds timeout,
+                               const std::map<std::string, std::string>& env) {
   args.insert(args.begin(), {"--addr", addr_});
-  return RunCaddie(args, {}, timeout);
+  return RunCaddie(args, env, timeout);
 }
 
 std::string LocalCluster::ControllerLog() const { return ReadFileOrEmpty(dir() + "/controller.log"); }

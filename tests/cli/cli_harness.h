@@ -40,7 +40,9 @@ RunResult RunCaddie(const std::vector<std::string>& args, const std::map<std::st
 class LocalCluster {
  public:
   // `fake_plan`: the CADDIE_FAKE_TRAIN JSON for the worker's trainer runs.
-  explicit LocalCluster(const std::string& fake_plan = R"({"steps": 20, "step_ms": 20})", bool with_worker = true);
+  // `user_token`: the bearer token the controller demands of users ("" = none).
+  explicit LocalCluster(const std::string& fake_plan = R"({"steps": 20, "step_ms": 20})", bool with_worker = true,
+                        const std::string& user_token = "");
   ~LocalCluster();
 
   bool ok() const { return error_.empty(); }
@@ -49,7 +51,8 @@ class LocalCluster {
   const std::string& dir() const { return dir_.path(); }
 
   // Runs caddie with --addr pointing at this cluster.
-  RunResult Caddie(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60));
+  RunResult Caddie(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60),
+                   const std::map<std::string, std::string>& env = {});
 
   std::string ControllerLog() const;
   std::string WorkerLog() const;
