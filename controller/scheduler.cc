@@ -178,6 +178,14 @@ absl::StatusOr<v1::SubmitSweepResponse> Scheduler::SubmitSweep(const v1::SubmitS
     nj.spec.set_max_attempts(spec.max_attempts() > 0 ? spec.max_attempts() : 3);
     nj.params_json = j.params.dump();
     nj.index = j.index;
+    if (options_.silence_limit_seconds > 0) {
+      nj.silence_ms = static_cast<int64_t>(options_.silence_limit_seconds * 1000);
+    } else {
+      const double train = b.train_seconds() > 0 ? b.train_seconds() : 600;
+      const double eval = b.eval_seconds() > 0 ? b.eval_seconds() : 600;
+      const double grace = b.grace_seconds() > 0 ? b.grace_seconds() : 30;
+      nj.silence_ms = static_cast<int64_t>((train + eval + 2 * grace + 60) * 1000);
+    }
     jobs.push_back(std::move(nj));
   }
   v1::SubmitSweepResponse resp;
@@ -556,6 +564,12 @@ absl::Status Scheduler::Tick() {
       }
     }
     Notify(e.job_id);
+  }
+  ASSIGN_OR_RETURN(auto silent, store_->FlagSilentJobs(NowMs(), 1290 * 1000));
+  for (const auto& id : silent) {
+    counters_.no_progress_killed++;
+    spdlog::warn("job {}: no event within its silence limit; killing it (no_progress)", id);
+    Notify(id);
   }
   return RefreshPendingAndGauges();
 }

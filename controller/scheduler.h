@@ -44,6 +44,10 @@ struct SchedulerOptions {
   int32_t drain_after = 3;
   // A job retried after an infra failure avoids the failing worker this long.
   double retry_avoid_seconds = 60;
+  // Controller-side no-progress backstop: a leased job with no event for this long
+  // is killed and failed with no_progress. 0 = per job, train + eval budget + 2×grace
+  // + 60 s (beyond the worker's own silence limit, which normally fires first).
+  double silence_limit_seconds = 0;
   // Period of the background tick (lease expiry, pending reasons, gauges). 0 = no thread (tests call Tick()).
   double tick_seconds = 0.25;
   // Clock in unix milliseconds; defaults to the system clock. Tests inject their own.
@@ -57,6 +61,7 @@ struct SchedulerCounters {
   std::atomic<int64_t> leases_granted{0};
   std::atomic<int64_t> early_stopped{0};
   std::atomic<int64_t> workers_drained{0};
+  std::atomic<int64_t> no_progress_killed{0};
 };
 
 class Scheduler {

@@ -32,6 +32,7 @@ class SchedulerTest : public ::testing::Test {
     o.tick_seconds = 0;
     o.lease_ttl_seconds = 10;
     o.drain_after = 2;
+    o.silence_limit_seconds = 5;
     o.now_ms = [this] { return now_.load(); };
     sched_ = std::make_unique<Scheduler>(store_.get(), &registry_, o);
   }
@@ -317,6 +318,48 @@ TEST_F(SchedulerTest, InfraFailuresRetryElsewhereAndDrainTheNodeBudgetFailuresNe
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->job().state(), v1::JOB_STATE_OVER_BUDGET);
   EXPECT_EQ(c->job().attempt(), 2);
+}
+
+// Issue 15: Katib trials hang in Running when metrics stop. Here a leased job whose
+// trainer goes silent past the limit is killed and failed with no_progress.
+TEST_F(SchedulerTest, NoMetricsMeansFailure_SilentJobIsKilledWithNoProgress) {
+  auto sub = Submit({{"axes", {{"seed", {1, 2}}}}});
+  Register("w1", 2);
+  auto quiet = Lease("w1", 2);
+  auto chatty = Lease("w1", 1);
+  ASSERT_TRUE(Report("w1", quiet.job(), quiet.fencing_token(), {{{"event", "start"}}}).ok());
+  for (int i = 0; i < 4; ++i) {
+    now_ += 2'000;
+    ASSERT_TRUE(Report("w1", chatty.job(), chatty.fencing_token(), {{{"event", "step"}, {"step", i}}}, i + 1).ok());
+    v1::HeartbeatRequest h;
+    h.set_worker_id("w1");
+    for (const auto* l : {&quiet, &chatty}) {
+      auto* ref = h.add_leases();
+      ref->set_job_id(l->job().id());
+      ref->set_fencing_token(l->fencing_token());
+    }
+    ASSERT_TRUE(sched_->Heartbeat(h).ok());  // heartbeats alone do not count as progress
+    ASSERT_TRUE(sched_->Tick().ok());
+  }
+  EXPECT_EQ(sched_->counters().no_progress_killed.load(), 1);
+  v1::HeartbeatRequest h;
+  h.set_worker_id("w1");
+  for (const auto* l : {&quiet, &chatty}) {
+    auto* ref = h.add_leases();
+    ref->set_job_id(l->job().id());
+    ref->set_fencing_token(l->fencing_token());
+  }
+  auto hb = sched_->Heartbeat(h);
+  ASSERT_EQ(hb->cancel_job_ids_size(), 1);
+  EXPECT_EQ(hb->cancel_job_ids(0), quiet.job().id());
+  auto done = Complete("w1", quiet.job().id(), quiet.fencing_token(), v1::JOB_STATE_CANCELLED,
+                       v1::EXIT_REASON_CANCELLED);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->job().state(), v1::JOB_STATE_FAILED);
+  EXPECT_EQ(done->job().exit_reason(), v1::EXIT_REASON_NO_PROGRESS);
+  EXPECT_NE(done->job().message().find("no_progress: no event from the trainer for 6 s"), std::string::npos)
+      << done->job().message();
+  EXPECT_EQ(sched_->GetJob(chatty.job().id())->state(), v1::JOB_STATE_RUNNING);
 }
 
 }  // namespace

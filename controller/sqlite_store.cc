@@ -96,6 +96,11 @@ CREATE TABLE workers(
   infra_failure_streak INTEGER NOT NULL DEFAULT 0,
   registered_ms INTEGER NOT NULL);
 )sql",
+      // 2: the no-progress backstop — when a job last reported, and its own silence limit.
+      R"sql(
+ALTER TABLE jobs ADD COLUMN last_event_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN silence_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
   };
   return m;
 }
@@ -406,11 +411,11 @@ absl::StatusOr<std::pair<v1::Sweep, std::vector<v1::Job>>> SqliteStore::CreateSw
   for (const auto& nj : jobs) {
     STMT(ins,
          "INSERT INTO jobs(id, sweep_id, idx, spec_pb, params_json, gpus, priority, max_attempts, state, "
-         "created_ms, queued_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)");
+         "created_ms, queued_ms, silence_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10)");
     const int max_attempts = nj.spec.max_attempts() > 0 ? nj.spec.max_attempts() : 3;
     ins.Bind(1, absl::StrCat(sweep_id, "-j", nj.index)).Bind(2, sweep_id).Bind(3, nj.index);
     ins.BindBlob(4, nj.spec.SerializeAsString()).Bind(5, nj.params_json).Bind(6, nj.spec.gpus());
-    ins.Bind(7, nj.spec.priority()).Bind(8, max_attempts).Bind(9, now_ms);
+    ins.Bind(7, nj.spec.priority()).Bind(8, max_attempts).Bind(9, now_ms).Bind(10, nj.silence_ms);
     RETURN_IF_ERROR(ins.Run());
   }
   RETURN_IF_ERROR(tx.Commit());
@@ -474,8 +479,8 @@ absl::StatusOr<std::optional<LeasedJob>> SqliteStore::LeaseNext(const std::strin
     STMT(u,
          "UPDATE jobs SET state = 2, attempt = attempt + 1, fencing_token = fencing_token + 1, worker_id = ?2, "
          "lease_expiry_ms = ?3, pending_reason = '', cancel_requested = 0, cancel_reason = '', "
-         "cancel_exit_reason = 0, started_ms = 0 WHERE id = ?1 AND state = 1");
-    u.Bind(1, job_id).Bind(2, worker_id).Bind(3, now_ms + ttl_ms);
+         "cancel_exit_reason = 0, started_ms = 0, last_event_ms = ?4 WHERE id = ?1 AND state = 1");
+    u.Bind(1, job_id).Bind(2, worker_id).Bind(3, now_ms + ttl_ms).Bind(4, now_ms);
     RETURN_IF_ERROR(u.Run());
     if (u.Changes() != 1) return absl::InternalError(absl::StrCat("lease of ", job_id, " lost its precondition"));
   }
@@ -571,6 +576,10 @@ absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worke
       RETURN_IF_ERROR(ins.Run());
       out.inserted += ins.Changes();
     }
+    if (out.inserted > 0) {
+      STMT(u, "UPDATE jobs SET last_event_ms = ?2 WHERE id = ?1");
+      RETURN_IF_ERROR(u.Bind(1, job_id).Bind(2, now_ms).Run());
+    }
     if (state == v1::JOB_STATE_LEASED && !events.empty()) {
       STMT(u, "UPDATE jobs SET state = 3, started_ms = ?3 WHERE id = ?1 AND fencing_token = ?2 AND state = 2");
       u.Bind(1, job_id).Bind(2, fencing_token).Bind(3, now_ms);
@@ -644,8 +653,13 @@ absl::StatusOr<CompleteOutcome> SqliteStore::CompleteJob(const Completion& c, in
   v1::JobState final_state = c.state;
   v1::ExitReason exit_reason = c.exit_reason;
   std::string message = c.message;
-  if (cancel_requested && c.state == v1::JOB_STATE_CANCELLED) {
+  if (cancel_requested && (c.state == v1::JOB_STATE_CANCELLED || c.state == v1::JOB_STATE_FAILED)) {
     if (cancel_exit == v1::EXIT_REASON_EARLY_STOPPED) exit_reason = v1::EXIT_REASON_EARLY_STOPPED;
+    // The controller's no-progress backstop asked for the kill: the job failed.
+    if (cancel_exit == v1::EXIT_REASON_NO_PROGRESS) {
+      exit_reason = v1::EXIT_REASON_NO_PROGRESS;
+      final_state = v1::JOB_STATE_FAILED;
+    }
     if (!cancel_reason.empty()) message = cancel_reason;
   }
   // A result row when the run produced figures (the leaderboard reads it).
@@ -756,6 +770,36 @@ absl::StatusOr<std::vector<ExpiredLease>> SqliteStore::ExpireLeases(int64_t now_
       RETURN_IF_ERROR(u.Run());
     }
     out.push_back(e);
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteStore::FlagSilentJobs(int64_t now_ms, int64_t default_silence_ms) {
+  absl::MutexLock l(&mu_);
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  std::vector<std::pair<std::string, int64_t>> silent;
+  {
+    STMT(q,
+         "SELECT id, ?1 - last_event_ms FROM jobs WHERE state IN (2, 3) AND cancel_requested = 0 AND "
+         "last_event_ms > 0 AND ?1 - last_event_ms > (CASE silence_ms WHEN 0 THEN ?2 ELSE silence_ms END)");
+    q.Bind(1, now_ms).Bind(2, default_silence_ms);
+    for (;;) {
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      silent.emplace_back(q.Text(0), q.Int(1));
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [id, quiet_ms] : silent) {
+    STMT(u,
+         "UPDATE jobs SET cancel_requested = 1, cancel_exit_reason = 9, cancel_reason = ?2 "
+         "WHERE id = ?1 AND state IN (2, 3) AND cancel_requested = 0");
+    u.Bind(1, id).Bind(2, absl::StrCat("no_progress: no event from the trainer for ", quiet_ms / 1000,
+                                       " s (silence limit); killed"));
+    RETURN_IF_ERROR(u.Run());
+    out.push_back(id);
   }
   RETURN_IF_ERROR(tx.Commit());
   return out;

@@ -68,6 +68,7 @@ class SqliteStore final : public Store {
                                               int64_t avoid_ms) override;
   absl::StatusOr<std::vector<ExpiredLease>> ExpireLeases(int64_t now_ms) override;
   absl::Status ExtendAllLeases(int64_t min_expiry_ms) override;
+  absl::StatusOr<std::vector<std::string>> FlagSilentJobs(int64_t now_ms, int64_t default_silence_ms) override;
   absl::StatusOr<v1::Job> CancelJob(const std::string& job_id, const std::string& reason,
                                     v1::ExitReason exit_reason, int64_t now_ms) override;
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id, const std::string& reason,

@@ -40,6 +40,7 @@ struct NewJob {
   v1::JobSpec spec;
   std::string params_json;
   int index = 0;
+  int64_t silence_ms = 0;          // no event for this long while leased → no_progress (0 = store default)
 };
 
 // A worker row: its registration plus the scheduler's bookkeeping.
@@ -153,6 +154,11 @@ class Store {
   // Pushes every live lease's expiry to at least `min_expiry_ms` (after a restart,
   // so workers have a TTL to reconnect).
   virtual absl::Status ExtendAllLeases(int64_t min_expiry_ms) = 0;
+  // No-progress backstop: LEASED/RUNNING jobs with no event (or lease) for longer
+  // than their silence limit get a kill request (cancel with exit reason
+  // NO_PROGRESS; the completion then records FAILED / NO_PROGRESS, not retried).
+  // Returns the newly flagged job ids.
+  virtual absl::StatusOr<std::vector<std::string>> FlagSilentJobs(int64_t now_ms, int64_t default_silence_ms) = 0;
   // QUEUED → CANCELLED now; LEASED/RUNNING: cancel requested (delivered to the
   // worker); terminal: unchanged. `exit_reason` is recorded (CANCELLED or EARLY_STOPPED).
   virtual absl::StatusOr<v1::Job> CancelJob(const std::string& job_id, const std::string& reason,

@@ -1,6 +1,8 @@
 // caddie-controller in-process: real gRPC on loopback, a real SQLite file.
 // Issue 8's and 15's "must show" behaviours through the public API.
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -286,6 +288,43 @@ TEST_F(ControllerGrpcTest, MetricsAndHealthzAreServed) {
   EXPECT_NE(text->find("caddie_jobs{state=\"queued\"}"), std::string::npos);
   EXPECT_NE(text->find("caddie_sqlite_transaction_seconds_bucket"), std::string::npos);
   EXPECT_NE(text->find("caddie_grpc_server_calls_total{method=\"SubmitSweep\"} 1"), std::string::npos) << *text;
+}
+
+TEST_F(ControllerGrpcTest, TlsWhenCertAndKeyAreGiven) {
+  const std::string key = dir_ + "/key.pem", cert = dir_ + "/cert.pem";
+  auto gen = RunAndCapture({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "1", "-subj", "/CN=localhost", "-addext",
+                            "subjectAltName=IP:127.0.0.1,DNS:localhost"},
+                           std::chrono::seconds(30));
+  ASSERT_TRUE(gen.ok()) << gen.status();
+  auto read = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  ControllerOptions o;
+  o.db_path = dir_ + "/caddie.db";
+  o.listen = "127.0.0.1:0";
+  o.tokens = {kUser, kWorker};
+  o.tls_cert_pem = read(cert);
+  o.tls_key_pem = read(key);
+  auto c = Controller::Start(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = read(cert);
+  auto tls_channel = grpc::CreateChannel((*c)->address(), grpc::SslCredentials(ssl));
+  auto stub = v1::UserService::NewStub(tls_channel);
+  v1::ListSweepsRequest req;
+  v1::ListSweepsResponse resp;
+  auto st = stub->ListSweeps(Client::Ctx(kUser).get(), req, &resp);
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  // A plaintext client cannot talk to it.
+  auto plain = v1::UserService::NewStub(grpc::CreateChannel((*c)->address(), grpc::InsecureChannelCredentials()));
+  auto ctx = Client::Ctx(kUser);
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  st = plain->ListSweeps(ctx.get(), req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
 }
 
 }  // namespace
