@@ -124,9 +124,76 @@ std::vector<int64_t> LayerSchedule(const TrainSpec& s) {
 }
 
 namespace {
+// Muon takes the 2-D weight matrices of blocks; control tensors (the reference's resid_mix,
+// the SSM's A_log) and everything else go to Adam.
+bool IsBlockMatrix(const std::string& name, const torch::Tensor& p) {
+  return p.dim() == 2 && name.find("resid_mix") == std::string::npos && name.find("A_log") == std::string::npos;
+}
 int64_t StoredBlocks(const TrainSpec& s) { return s.unique_blocks > 0 ? s.unique_blocks : s.num_layers; }
 int64_t EmbedDim(const TrainSpec& s) { return s.embed_dim > 0 ? s.embed_dim : s.model_dim; }
 }  // namespace
+
+SsmImpl::SsmImpl(int64_t dim, int64_t expand, int64_t n, int64_t w)
+    : inner(expand * dim), state(n), conv_width(w), dt_rank((dim + 15) / 16) {
+  in_proj = register_module("in_proj", MakeLinear(dim, 2 * inner, false));
+  x_proj = register_module("x_proj", MakeLinear(inner, dt_rank + 2 * n, false));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(dt_rank, inner)));
+  out_proj = register_module("out_proj", MakeLinear(inner, dim, true));
+  conv_weight = register_parameter("conv_weight", torch::empty({inner, 1, w}).uniform_(-1.0 / std::sqrt(w), 1.0 / std::sqrt(w)));
+  conv_bias = register_parameter("conv_bias", torch::zeros({inner}));
+  // A = -[1..N] per channel (S4D-real); Δ starts log-uniform in [0.001, 0.1] (Mamba's init).
+  A_log = register_parameter("A_log", torch::log(torch::arange(1, n + 1, torch::kFloat32)).repeat({inner, 1}));
+  D_skip = register_parameter("D_skip", torch::ones({inner}));
+  torch::NoGradGuard ng;
+  dt_proj->weight.uniform_(-1.0 / std::sqrt(dt_rank), 1.0 / std::sqrt(dt_rank));
+  auto dt = torch::exp(torch::rand({inner}) * (std::log(0.1) - std::log(0.001)) + std::log(0.001));
+  dt_proj->bias.copy_(dt + torch::log(-torch::expm1(-dt)));  // softplus⁻¹(dt)
+}
+
+torch::Tensor SelectiveScan(const torch::Tensor& u_in, const torch::Tensor& dt_in, const torch::Tensor& A_in,
+                            const torch::Tensor& B_in, const torch::Tensor& C_in, int64_t chunk) {
+  const auto f = torch::kFloat32;
+  auto u = u_in.to(f), dt = dt_in.to(f), A = A_in.to(f), Bm = B_in.to(f), Cm = C_in.to(f);
+  const int64_t b = u.size(0), t = u.size(1), d = u.size(2), n = A.size(1);
+  auto h = torch::zeros({b, d, n}, u.options());  // state entering the chunk
+  std::vector<torch::Tensor> ys;
+  for (int64_t t0 = 0; t0 < t; t0 += chunk) {
+    const int64_t l = std::min(chunk, t - t0);
+    auto dtc = dt.narrow(1, t0, l);                                          // (B,L,D)
+    auto cum = (dtc.unsqueeze(-1) * A).cumsum(1);                            // (B,L,D,N) Σ Δ A
+    auto dbu = (dtc * u.narrow(1, t0, l)).unsqueeze(-1) * Bm.narrow(1, t0, l).unsqueeze(2);  // (B,L,D,N)
+    // decay from s to t: exp(cum_t - cum_s) for s <= t (masked before exp: no overflow).
+    auto seg = cum.unsqueeze(2) - cum.unsqueeze(1);                          // (B,L_t,L_s,D,N)
+    auto causal = torch::ones({l, l}, torch::TensorOptions().dtype(torch::kBool).device(u.device()))
+                      .tril()
+                      .view({1, l, l, 1, 1});
+    auto decay = torch::exp(seg.masked_fill(causal.logical_not(), -std::numeric_limits<float>::infinity()));
+    auto hs = (decay * dbu.unsqueeze(1)).sum(2) + torch::exp(cum) * h.unsqueeze(1);  // (B,L,D,N)
+    ys.push_back((hs * Cm.narrow(1, t0, l).unsqueeze(2)).sum(-1));           // (B,L,D)
+    h = hs.select(1, l - 1);
+  }
+  return torch::cat(ys, 1);
+}
+
+torch::Tensor SelectiveScanSequential(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A,
+                                      const torch::Tensor& Bm, const torch::Tensor& Cm) {
+  auto h = torch::zeros({u.size(0), u.size(2), A.size(1)}, u.options());
+  std::vector<torch::Tensor> ys;
+  for (int64_t i = 0; i < u.size(1); ++i) {
+    auto dti = dt.select(1, i).unsqueeze(-1);                               // (B,D,1)
+    h = torch::exp(dti * A) * h + dti * u.select(1, i).unsqueeze(-1) * Bm.select(1, i).unsqueeze(1);
+    ys.push_back((h * Cm.select(1, i).unsqueeze(1)).sum(-1));             // (B,D)
+  }
+  return torch::stack(ys, 1);
+}
+
+BlockImpl::BlockImpl(int64_t dim, int64_t mlp_mult, const TrainSpec& s) {
+  ssm = register_module("ssm", Ssm(dim, s.ssm_expand, s.ssm_state_dim, s.ssm_conv_width));
+  mlp = register_module("mlp", Mlp(dim, mlp_mult));
+  attn_scale = register_parameter("attn_scale", torch::ones({dim}));
+  mlp_scale = register_parameter("mlp_scale", torch::ones({dim}));
+  resid_mix = register_parameter("resid_mix", torch::stack({torch::ones({dim}), torch::zeros({dim})}));
+}
 
 GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
   const int64_t c = s.model_dim, e = EmbedDim(s), hd = c / s.num_heads;
@@ -144,7 +211,12 @@ GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
       "skip_weights", torch::ones({std::min(num_encoder_layers, num_decoder_layers), c}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < StoredBlocks(s); ++i) {
-    blocks->push_back(Block(c, s.num_heads, s.num_kv_heads, s.mlp_mult, s.qk_gain_init));
+    const char mixer = s.mixer_pattern.empty() ? (s.mixer == "ssm" ? 'S' : 'A') : s.mixer_pattern[i];
+    if (mixer == 'S') {
+      blocks->push_back(Block(c, s.mlp_mult, s));
+    } else {
+      blocks->push_back(Block(c, s.num_heads, s.num_kv_heads, s.mlp_mult, s.qk_gain_init));
+    }
   }
   if (!s.tie_embeddings) lm_head = register_module("lm_head", MakeLinear(e, s.vocab_size, true));
   torch::NoGradGuard ng;
@@ -161,9 +233,7 @@ int64_t GptImpl::NumParams() {
 std::vector<torch::Tensor> GptImpl::MatrixParams() {
   std::vector<torch::Tensor> out;
   for (const auto& kv : blocks->named_parameters()) {
-    const std::string& n = kv.key();
-    const bool control = n.find("resid_mix") != std::string::npos;
-    if (kv.value().dim() == 2 && !control) out.push_back(kv.value());
+    if (IsBlockMatrix(kv.key(), kv.value())) out.push_back(kv.value());
   }
   // Factorised-embedding projections are matrices too: Muon.
   if (embed_proj) out.push_back(embed_proj->weight), out.push_back(head_proj->weight);
@@ -173,8 +243,7 @@ std::vector<torch::Tensor> GptImpl::MatrixParams() {
 std::vector<torch::Tensor> GptImpl::ScalarParams() {
   std::vector<torch::Tensor> out;
   for (const auto& kv : blocks->named_parameters()) {
-    const bool control = kv.key().find("resid_mix") != std::string::npos;
-    if (kv.value().dim() < 2 || control) out.push_back(kv.value());
+    if (!IsBlockMatrix(kv.key(), kv.value())) out.push_back(kv.value());
   }
   if (skip_weights.numel() > 0) out.push_back(skip_weights);
   return out;
@@ -184,11 +253,20 @@ int64_t ExpectedParamCount(const TrainSpec& s) {
   const int64_t c = s.model_dim, hd = c / s.num_heads, kvd = s.num_kv_heads * hd, e = EmbedDim(s);
   const int64_t attn = c * c /*q*/ + 2 * c * kvd /*k,v*/ + c * c /*proj*/ + s.num_heads /*q_gain*/;
   const int64_t mlp = 2 * c * (s.mlp_mult * c);
-  const int64_t block = attn + mlp + 2 * c /*attn_scale, mlp_scale*/ + 2 * c /*resid_mix*/;
+  const int64_t rest = mlp + 2 * c /*attn_scale, mlp_scale*/ + 2 * c /*resid_mix*/;
+  const int64_t di = s.ssm_expand * c, n = s.ssm_state_dim, r = (c + 15) / 16;
+  const int64_t ssm = c * 2 * di /*in_proj*/ + di * s.ssm_conv_width + di /*conv*/ +
+                      di * (r + 2 * n) /*x_proj*/ + r * di + di /*dt_proj*/ + di * n /*A_log*/ +
+                      di /*D_skip*/ + di * c /*out_proj*/;
+  int64_t blocks = 0;
+  for (int64_t i = 0; i < StoredBlocks(s); ++i) {
+    const char m = s.mixer_pattern.empty() ? (s.mixer == "ssm" ? 'S' : 'A') : s.mixer_pattern[i];
+    blocks += rest + (m == 'S' ? ssm : attn);
+  }
   const int64_t depth = static_cast<int64_t>(LayerSchedule(s).size());
   const int64_t enc = depth / 2, dec = depth - enc;
   const int64_t emb = s.vocab_size * e * (s.tie_embeddings ? 1 : 2) + (e < c ? 2 * c * e : 0);
-  return emb + std::min(enc, dec) * c + StoredBlocks(s) * block;
+  return emb + std::min(enc, dec) * c + blocks;
 }
 
 // --- Forward ----------------------------------------------------------------
@@ -204,10 +282,14 @@ torch::Tensor GptImpl::W(const torch::Tensor& w, const std::string& name) {
 torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,
                                     const torch::Tensor& x0) {
   // x, x0: (B,T,C)
-  auto& a = *b.attn;
   const int64_t bsz = x.size(0), t = x.size(1), c = x.size(2);
   auto mix = b.resid_mix.to(x.scalar_type());
   x = mix[0] * x + mix[1] * x0;
+  if (b.ssm) {
+    x = x + b.attn_scale.to(x.scalar_type()) * SsmForward(*b.ssm, prefix + "ssm.", RmsNorm(x));
+    return MlpForward(b, prefix, x);
+  }
+  auto& a = *b.attn;
 
   // Attention: q (B,H,T,D), k/v (B,K,T,D).
   auto h = RmsNorm(x);
@@ -251,11 +333,34 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   y = F::linear(y, W(a.proj->weight, ap + "proj.weight"));
   x = x + b.attn_scale.to(x.scalar_type()) * y;
 
+  return MlpForward(b, prefix, x);
+}
+
+torch::Tensor GptImpl::MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x) {
   // MLP: (B,T,C) -> (B,T,mult*C) -> (B,T,C).
   auto& m = *b.mlp;
   auto u = torch::relu(F::linear(RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
   u = F::linear(u.square(), W(m.proj->weight, prefix + "mlp.proj.weight"));
   return x + b.mlp_scale.to(x.scalar_type()) * u;
+}
+
+torch::Tensor GptImpl::SsmForward(SsmImpl& m, const std::string& prefix, const torch::Tensor& h) {
+  // h: (B,T,C) -> u, z: (B,T,D_in)
+  const int64_t t = h.size(1), di = m.inner, n = m.state, r = m.dt_rank;
+  auto uz = F::linear(h, W(m.in_proj->weight, prefix + "in_proj.weight"));
+  auto u = uz.narrow(-1, 0, di), z = uz.narrow(-1, di, di);
+  // Causal depthwise conv: pad W-1 both sides, keep the first T outputs (inputs t-W+1..t).
+  auto uc = torch::conv1d(u.transpose(1, 2), m.conv_weight.to(u.scalar_type()), m.conv_bias.to(u.scalar_type()),
+                          1, m.conv_width - 1, 1, di);  // (B,D_in,T+W-1)
+  u = torch::silu(uc.narrow(2, 0, t).transpose(1, 2));  // (B,T,D_in)
+  auto dbc = F::linear(u, W(m.x_proj->weight, prefix + "x_proj.weight"));  // (B,T,R+2N)
+  auto dt = F::softplus(F::linear(dbc.narrow(-1, 0, r), W(m.dt_proj->weight, prefix + "dt_proj.weight"),
+                                  m.dt_proj->bias).to(torch::kFloat32));  // (B,T,D_in)
+  auto A = -torch::exp(m.A_log.to(torch::kFloat32));                     // (D_in,N)
+  auto y = SelectiveScan(u, dt, A, dbc.narrow(-1, r, n), dbc.narrow(-1, r + n, n));
+  y = (y + u.to(torch::kFloat32) * m.D_skip.to(torch::kFloat32)).to(u.scalar_type());
+  y = y * torch::silu(z);
+  return F::linear(y, W(m.out_proj->weight, prefix + "out_proj.weight"));  // (B,T,C)
 }
 
 torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {

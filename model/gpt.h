@@ -37,10 +37,37 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// One transformer block: x = mix0*x + mix1*x0; x += attn_scale*attn(norm(x)); x += mlp_scale*mlp(norm(x)).
+// Selective state-space mixer (Mamba-style): in_proj -> (u, z); u through a short causal
+// depthwise conv and SiLU; input-dependent Δ (softplus of a low-rank projection), B and C;
+// diagonal A = -exp(A_log); y = scan(u) + D_skip*u, gated by SiLU(z); out_proj zero-init.
+struct SsmImpl : torch::nn::Module {
+  SsmImpl(int64_t dim, int64_t expand, int64_t state, int64_t conv_width);
+  int64_t inner, state, conv_width, dt_rank;
+  torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
+  torch::Tensor conv_weight;  // (D_in, 1, W) depthwise
+  torch::Tensor conv_bias;    // (D_in)
+  torch::Tensor A_log;        // (D_in, N)
+  torch::Tensor D_skip;       // (D_in)
+};
+TORCH_MODULE(Ssm);
+
+// The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t · h_t, exact and
+// causal, computed chunk by chunk with tensor ops (a loop over T/chunk chunks only).
+// u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y (B,T,D), float32.
+torch::Tensor SelectiveScan(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A,
+                            const torch::Tensor& Bm, const torch::Tensor& Cm, int64_t chunk = 16);
+// The same, one time step at a time (the reference the chunked scan is tested against).
+torch::Tensor SelectiveScanSequential(const torch::Tensor& u, const torch::Tensor& dt,
+                                      const torch::Tensor& A, const torch::Tensor& Bm,
+                                      const torch::Tensor& Cm);
+
+// One transformer block: x = mix0*x + mix1*x0; x += attn_scale*mixer(norm(x)); x += mlp_scale*mlp(norm(x)).
+// The mixer is attention ('A') or the SSM ('S').
 struct BlockImpl : torch::nn::Module {
   BlockImpl(int64_t dim, int64_t heads, int64_t kv_heads, int64_t mlp_mult, double qk_gain_init);
+  BlockImpl(int64_t dim, int64_t mlp_mult, const TrainSpec& ssm_spec);  // SSM block
   Attention attn{nullptr};
+  Ssm ssm{nullptr};
   Mlp mlp{nullptr};
   torch::Tensor attn_scale;  // (C)
   torch::Tensor mlp_scale;   // (C)
@@ -85,6 +112,8 @@ struct GptImpl : torch::nn::Module {
   torch::Tensor Hidden(const torch::Tensor& x);  // final-normed hidden states (B,T,C)
   torch::Tensor BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,
                              const torch::Tensor& x0);
+  torch::Tensor MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x);
+  torch::Tensor SsmForward(SsmImpl& m, const std::string& prefix, const torch::Tensor& h);
   torch::Tensor W(const torch::Tensor& w, const std::string& name);  // QAT hook
   torch::Tensor LogitsFromHidden(const torch::Tensor& h);
 

@@ -215,7 +215,26 @@ std::vector<Variant> Variants() {
       {"alibi", [](TrainSpec& s) { s.pos_scheme = "alibi"; }, emb + 1 * c + 3 * block},
       {"no_pos", [](TrainSpec& s) { s.pos_scheme = "none"; }, emb + 1 * c + 3 * block},
       {"rope_half", [](TrainSpec& s) { s.rope_fraction = 0.5; }, emb + 1 * c + 3 * block},
+      // SSM block (D_in = 64, N = 16, W = 4, dt rank 2): in_proj 32*128 + conv 64*4 + 64
+      // + x_proj 64*(2+32) + dt_proj 2*64 + 64 + A_log 64*16 + D 64 + out_proj 64*32 = 9,920,
+      // plus MLP 4,096 and scales/mix 128 = 14,144.
+      {"ssm", [](TrainSpec& s) { s.mixer = "ssm"; }, emb + 1 * c + 3 * 14144},
+      {"hybrid_ASA", [](TrainSpec& s) { s.mixer_pattern = "ASA"; }, emb + 1 * c + 2 * block + 14144},
   };
+}
+
+TEST(SsmTest, ChunkedScanEqualsSequentialScan) {
+  torch::manual_seed(21);
+  const int64_t b = 2, t = 37, d = 8, n = 4;  // 37: the last chunk is partial
+  auto u = torch::randn({b, t, d});
+  auto dt = torch::softplus(torch::randn({b, t, d}));
+  auto A = -torch::exp(torch::randn({d, n}));
+  auto B = torch::randn({b, t, n}), C = torch::randn({b, t, n});
+  auto ref = SelectiveScanSequential(u, dt, A, B, C);
+  for (int64_t chunk : {1, 5, 16, 64}) {
+    auto y = SelectiveScan(u, dt, A, B, C, chunk);
+    EXPECT_LT((y - ref).abs().max().item<float>(), 1e-5) << "chunk " << chunk;
+  }
 }
 
 TEST(AxesTest, ScheduleFollowsLoopsAndSharing) {

@@ -343,12 +343,15 @@ TEST(TrainRunTest, SigtermFinishesStepEvaluatesExportsAndExitsZero) {
 TEST(TrainRunTest, ArchitectureAxesComposeEndToEnd) {
   TempDir tmp;
   json spec = TinySpec();
-  spec.update({{"loops", 2}, {"embed_dim", 32}, {"pos_scheme", "alibi"}, {"seq_len_schedule", "32:0.5,64"}});
+  spec.update({{"loops", 2}, {"mixer_pattern", "AS"}, {"embed_dim", 32}, {"pos_scheme", "alibi"},
+               {"seq_len_schedule", "32:0.5,64"}});
   RunResult r = TrainOnce(tmp, "axes", spec);
   ASSERT_EQ(r.code, 0) << r.err;
-  // C = 64, H = 4, K = 2 (kv dim 32), MLP 2x. Block: 64*64*2 + 2*64*32 + 2*64*128 + 4 + 4*64
-  // = 28,932; 2 blocks; depth 4 -> 2 skip vectors; embedding 1024*32 + projections 2*64*32.
-  const int64_t expected = 2 * 28932 + 2 * 64 + 1024 * 32 + 2 * 64 * 32;
+  // C = 64, H = 4, K = 2 (kv dim 32), MLP 2x. Attention block: 64*64*2 + 2*64*32 + 2*64*128
+  // + 4 + 4*64 = 28,932. SSM block (D_in 128, N 16, W 4, dt rank 4): 64*256 + 128*4 + 128
+  // + 128*36 + 4*128 + 128 + 128*16 + 128 + 128*64 = 32,640, plus MLP and scales 16,640.
+  // Depth 4 (2 blocks looped twice) -> 2 skip vectors; embedding 1024*32 + projections 2*64*32.
+  const int64_t expected = 28932 + (32640 + 16640) + 2 * 64 + 1024 * 32 + 2 * 64 * 32;
   EXPECT_EQ(r.Last("start")["params"], expected);
   const json fin = r.Last("final");
   EXPECT_EQ(fin["exit_reason"], "completed");
@@ -376,7 +379,9 @@ TEST(TrainRunTest, BadSpecsExitTwoWithAClearMessage) {
       {"no_shards", {{"data", (tmp.path() / "empty").string()}}, "no train shards"},
       {"vocab", {{"vocab_size", 256}}, "byte_table.json has vocab_size 1024 but spec vocab_size = 256"},
       {"batch", {{"train_batch_tokens", 2000}}, "train_batch_tokens = 2000 must be a multiple of"},
-      {"unimplemented", {{"mixer", "ssm"}}, "SSM blocks are not implemented by this caddie-train yet"},
+      {"mixer_letter", {{"mixer_pattern", "AX"}}, "mixer_pattern \"AX\" has unknown mixer letter 'X'"},
+      {"loops", {{"loops", 0}}, "spec key \"loops\" = 0 is out of range [1, 64]"},
+      {"embed_dim", {{"embed_dim", 128}}, "embed_dim = 128 must be <= model_dim = 64"},
   };
   for (const auto& c : cases) {
     json spec = TinySpec();

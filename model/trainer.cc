@@ -285,15 +285,6 @@ torch::Tensor LoadValTokens(const std::string& dir, const TrainSpec& spec) {
 // What this trainer implements of the spec
 // ---------------------------------------------------------------------------
 
-// Keys that parse (the controller validates sweeps over them) but whose values this
-// trainer cannot run yet: an error rather than a silent baseline.
-void CheckImplemented(const TrainSpec& spec) {
-  if (spec.mixer == "ssm" || spec.mixer_pattern.find('S') != std::string::npos) {
-    throw BadInput("spec mixer = \"" + spec.mixer + "\" / mixer_pattern = \"" + spec.mixer_pattern +
-                   "\": SSM blocks are not implemented by this caddie-train yet (attention only)");
-  }
-}
-
 int64_t GradAccumSteps(const TrainSpec& spec, int world) {
   if (spec.grad_accum_steps > 0) return spec.grad_accum_steps;
   return 8 % world == 0 ? 8 / world : 1;  // the reference: 8 micro-batches over all ranks
@@ -371,7 +362,6 @@ void SetThreads(bool cuda) {
 // ---------------------------------------------------------------------------
 
 int Train(const TrainSpec& spec, const RankEnv& env) {
-  CheckImplemented(spec);
   const torch::Device device = PickDevice(spec, env);
   const bool cuda = device.is_cuda();
   SetThreads(cuda);
