@@ -3,6 +3,7 @@
 // H query heads, K kv heads, D head dim, V vocab.
 #include "model/gpt.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -155,6 +156,12 @@ torch::Tensor SelectiveScan(const torch::Tensor& u_in, const torch::Tensor& dt_i
   const auto f = torch::kFloat32;
   auto u = u_in.to(f), dt = dt_in.to(f), A = A_in.to(f), Bm = B_in.to(f), Cm = C_in.to(f);
   const int64_t b = u.size(0), t = u.size(1), d = u.size(2), n = A.size(1);
+  if (chunk <= 0) {
+    // Auto: the within-chunk decay tensor is (B,L,L,D,N); keep it near 4M elements. FLOPs
+    // grow with L (B·T·L·D·N), op count with T/L, so L stays in [1, 16].
+    const double per = static_cast<double>(b) * d * n;
+    chunk = std::clamp<int64_t>(static_cast<int64_t>(std::sqrt(4.0e6 / std::max(per, 1.0))), 1, 16);
+  }
   auto h = torch::zeros({b, d, n}, u.options());  // state entering the chunk
   std::vector<torch::Tensor> ys;
   for (int64_t t0 = 0; t0 < t; t0 += chunk) {

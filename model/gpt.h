@@ -53,9 +53,10 @@ TORCH_MODULE(Ssm);
 
 // The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t · h_t, exact and
 // causal, computed chunk by chunk with tensor ops (a loop over T/chunk chunks only).
-// u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y (B,T,D), float32.
+// u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y (B,T,D), float32. chunk <= 0: chosen
+// from the sizes so that the (B,L,L,D,N) decay tensor stays near 4M elements.
 torch::Tensor SelectiveScan(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A,
-                            const torch::Tensor& Bm, const torch::Tensor& Cm, int64_t chunk = 16);
+                            const torch::Tensor& Bm, const torch::Tensor& Cm, int64_t chunk = 0);
 // The same, one time step at a time (the reference the chunked scan is tested against).
 torch::Tensor SelectiveScanSequential(const torch::Tensor& u, const torch::Tensor& dt,
                                       const torch::Tensor& A, const torch::Tensor& Bm,

@@ -231,7 +231,7 @@ TEST(SsmTest, ChunkedScanEqualsSequentialScan) {
   auto A = -torch::exp(torch::randn({d, n}));
   auto B = torch::randn({b, t, n}), C = torch::randn({b, t, n});
   auto ref = SelectiveScanSequential(u, dt, A, B, C);
-  for (int64_t chunk : {1, 5, 16, 64}) {
+  for (int64_t chunk : {0, 1, 5, 16, 64}) {
     auto y = SelectiveScan(u, dt, A, B, C, chunk);
     EXPECT_LT((y - ref).abs().max().item<float>(), 1e-5) << "chunk " << chunk;
   }
