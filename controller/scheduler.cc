@@ -616,13 +616,13 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
   metrics_->workers->WithLabels({"drained"}).Set(drained);
   metrics_->workers->WithLabels({"lost"}).Set(lost);
 
-  std::map<std::string, int> by_category;
+  std::map<std::string, int64_t> by_category;
   for (auto r : metric_names::kPendingReasons) by_category[std::string(r)] = 0;
-  std::map<std::string, std::string> reasons;
   if (queued > 0) {
-    ASSIGN_OR_RETURN(auto jobs, store_->ListJobs("", {v1::JOB_STATE_QUEUED}, 2000));
-    for (const auto& j : jobs) {
-      const int g = j.spec().gpus();
+    // One reason per gang size: every queued job of that size waits for the same thing.
+    ASSIGN_OR_RETURN(auto sizes, store_->QueuedByGpus());
+    std::map<int32_t, std::string> reasons;
+    for (const auto& [g, n] : sizes) {
       std::string reason, category;
       if (live == 0) {
         category = "no_live_workers";
@@ -640,12 +640,9 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
       } else if (g == 0 && cpu_free == 0) {
         category = "insufficient_free_gpus";
         reason = "needs a CPU slot; all CPU slots are busy";
-      } else if (j.attempt() > 0 && !j.message().empty()) {
-        category = "retry_backoff";
-        reason = absl::StrCat("waiting for attempt ", j.attempt() + 1, " (", j.message(), ")");
       }
-      reasons[j.id()] = reason;
-      if (!category.empty()) by_category[category]++;
+      reasons[g] = reason;
+      if (!category.empty()) by_category[category] += n;
     }
     RETURN_IF_ERROR(store_->SetPendingReasons(reasons));
   }

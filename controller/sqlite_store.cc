@@ -868,13 +868,25 @@ absl::StatusOr<v1::Sweep> SqliteStore::CancelSweep(const std::string& sweep_id, 
   return GetSweepLocked(sweep_id);
 }
 
-absl::Status SqliteStore::SetPendingReasons(const std::map<std::string, std::string>& reasons) {
+absl::StatusOr<std::map<int32_t, int64_t>> SqliteStore::QueuedByGpus() {
+  absl::MutexLock l(&mu_);
+  STMT(q, "SELECT gpus, COUNT(*) FROM jobs WHERE state = 1 GROUP BY gpus");
+  std::map<int32_t, int64_t> out;
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    out[static_cast<int32_t>(q.Int(0))] = q.Int(1);
+  }
+  return out;
+}
+
+absl::Status SqliteStore::SetPendingReasons(const std::map<int32_t, std::string>& by_gpus) {
   absl::MutexLock l(&mu_);
   Tx tx(this);
   RETURN_IF_ERROR(tx.Begin());
-  for (const auto& [id, reason] : reasons) {
-    STMT(u, "UPDATE jobs SET pending_reason = ?2 WHERE id = ?1 AND state = 1 AND pending_reason != ?2");
-    RETURN_IF_ERROR(u.Bind(1, id).Bind(2, reason).Run());
+  for (const auto& [gpus, reason] : by_gpus) {
+    STMT(u, "UPDATE jobs SET pending_reason = ?2 WHERE state = 1 AND gpus = ?1 AND pending_reason != ?2");
+    RETURN_IF_ERROR(u.Bind(1, gpus).Bind(2, reason).Run());
   }
   return tx.Commit();
 }
