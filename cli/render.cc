@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -206,19 +207,35 @@ std::string JobDetail(const v1::Job& j, int64_t now_ms, const Style& st) {
 
 std::string LeaderboardTable(const v1::LeaderboardResponse& r, const Style& st) {
   if (r.entries().empty()) return "the leaderboard is empty: no job has finished within budget yet\n";
-  std::vector<std::vector<std::string>> rows;
+  // Keys every entry sets to the same value (the sweep's base) are left out of the
+  // SPEC column, so it shows what distinguishes the entries.
+  std::vector<json> diffs;
   for (const auto& e : r.entries()) {
-    std::string diff = "baseline";
-    const json d = ParseOr(e.spec_diff_json());
-    if (d.is_object() && !d.empty()) {
-      diff.clear();
-      for (auto it = d.begin(); it != d.end(); ++it) {
-        if (it.key() == "data" || it.key() == "run_dir" || it.key() == "device") continue;
-        std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
-        if (it.value().is_number_float()) v = absl::StrFormat("%.4g", it.value().get<double>());
-        absl::StrAppend(&diff, diff.empty() ? "" : " ", it.key(), "=", v);
-      }
+    json d = ParseOr(e.spec_diff_json());
+    if (!d.is_object()) d = json::object();
+    for (const char* k : {"data", "run_dir", "device"}) d.erase(k);
+    diffs.push_back(std::move(d));
+  }
+  std::set<std::string> shared;
+  if (diffs.size() > 1) {
+    for (auto it = diffs[0].begin(); it != diffs[0].end(); ++it) {
+      bool all = true;
+      for (const json& d : diffs) all = all && d.contains(it.key()) && d[it.key()] == it.value();
+      if (all) shared.insert(it.key());
     }
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (int i = 0; i < r.entries_size(); ++i) {
+    const auto& e = r.entries(i);
+    std::string diff;
+    for (auto it = diffs[i].begin(); it != diffs[i].end(); ++it) {
+      if (shared.count(it.key())) continue;
+      std::string v = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+      if (it.value().is_number_float()) v = absl::StrFormat("%.4g", it.value().get<double>());
+      absl::StrAppend(&diff, diff.empty() ? "" : " ", it.key(), "=", v);
+    }
+    if (diffs[i].empty()) diff = "baseline";
+    if (!shared.empty()) absl::StrAppend(&diff, diff.empty() ? "" : " ", st.Dim(absl::StrCat("(+", shared.size(), " shared)")));
     rows.push_back({absl::StrCat(e.rank()), st.Bold(Fixed(e.val_bpb_post_quant(), 4)), Fixed(e.val_bpb(), 4),
                     FormatBytes(e.artifact_bytes()), FormatInt(e.parameters()), FormatInt(e.steps()), e.job_id(),
                     Shorten(diff, 80)});
@@ -299,8 +316,8 @@ std::string WatchView::Apply(const v1::WatchJobResponse& r, const Style& st) {
   return out;
 }
 
-std::string WatchView::StatusLine(const Style& st) const {
-  const double budget = job_ ? TrainBudgetSeconds(*job_) : 600.0;
+std::string WatchView::StatusLine(const Style& st, double budget_s) const {
+  const double budget = budget_s > 0 ? budget_s : job_ ? TrainBudgetSeconds(*job_) : 600.0;
   std::string line = ProgressBar(budget > 0 ? train_time_s_ / budget : 0, 24, st);
   line += absl::StrFormat("  %s / %s", FormatDuration(train_time_s_), FormatDuration(budget));
   if (step_ >= 0) line += absl::StrFormat("  step %d", step_);

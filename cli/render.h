@@ -57,8 +57,9 @@ class WatchView {
   // val results, the final result, errors), each ending in '\n'.
   std::string Apply(const v1::WatchJobResponse& r, const Style& st);
 
-  // The current one-line status (no newline).
-  std::string StatusLine(const Style& st) const;
+  // The current one-line status (no newline). `budget_s` > 0 overrides the
+  // budget read from the job (for callers that know it before the stream does).
+  std::string StatusLine(const Style& st, double budget_s = 0) const;
 
   bool finished() const { return job_.has_value() && IsTerminal(job_->state()); }
   const std::optional<v1::Job>& job() const { return job_; }

@@ -120,6 +120,14 @@ TEST(RenderTest, TablesAndJson) {
   EXPECT_THAT(t, HasSubstr("loops=2 matrix_lr=0.03123"));
   EXPECT_THAT(t, Not(HasSubstr("/x")));
   EXPECT_THAT(LeaderboardTable(v1::LeaderboardResponse(), st), HasSubstr("empty"));
+  // With two entries, keys they share are folded away.
+  auto* e2 = lb.add_entries();
+  e2->set_rank(2);
+  e2->set_job_id("j-3");
+  e2->set_spec_diff_json(R"({"loops":1,"data":"/x","matrix_lr":0.0312345})");
+  const std::string t2 = LeaderboardTable(lb, st);
+  EXPECT_THAT(t2, HasSubstr("j-2  loops=2 (+1 shared)"));
+  EXPECT_THAT(t2, HasSubstr("j-3  loops=1 (+1 shared)"));
   const auto j = ToJsonValue(lb);
   EXPECT_EQ(j["entries"][0]["job_id"], "j-2");
   EXPECT_EQ(j["entries"][0]["artifact_bytes"], "2000000");  // int64 is a string in proto JSON

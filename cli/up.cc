@@ -125,6 +125,7 @@ class Up {
   ChildProc controller_{"caddie-controller", "", {}, {}};
   ChildProc worker_{"caddie-worker", "", {}, {}};
   std::string sweep_name_;
+  int worker_gpus_ = 0;
   std::unique_ptr<Client> client_;        // unary calls (deadline each), main thread
   std::unique_ptr<Client> watch_client_;  // WatchJob streams; cancelled on Ctrl-C and when done
 };
@@ -263,6 +264,7 @@ absl::Status Up::StartWorker() {
     auto w = client_->ListWorkers();
     if (w.ok() && w->workers_size() > 0) {
       const auto& wk = w->workers(0);
+      worker_gpus_ = wk.gpus_size();
       std::string gpus = wk.gpus_size() == 0 ? std::string("CPU only")
                                              : absl::StrCat(wk.gpus_size(), " GPU(s): ", wk.gpus(0).name());
       Say(absl::StrCat(st_.Green("✓"), " worker: ", wk.id(), " (", gpus, ", log ", worker_.log_path, ")\n"));
@@ -286,6 +288,8 @@ absl::StatusOr<std::string> Up::FindOrSubmitSweep() {
     std::fputs(FormatIssues(check, st_.color()).c_str(), stderr);
     return absl::InvalidArgumentError(absl::StrCat(check.path, " is not a valid sweep; nothing was submitted"));
   }
+  // The demo runs on one GPU when the worker found any.
+  if (a_.sweep_file.empty() && worker_gpus_ > 0) check.spec.set_gpus(1);
   // A sweep of the same name from an earlier run is reused (the list is newest first).
   auto sweeps = client_->ListSweeps(1000);
   if (!sweeps.ok()) return sweeps.status();
@@ -540,7 +544,7 @@ std::string UpProgressBlock(const std::string& title, const std::vector<v1::Job>
     std::string progress;
     auto v = views.find(j.id());
     if (j.state() == v1::JOB_STATE_RUNNING || j.state() == v1::JOB_STATE_LEASED) {
-      progress = v != views.end() ? v->second.StatusLine(st) : ProgressBar(0, 24, st);
+      progress = v != views.end() ? v->second.StatusLine(st, TrainBudgetSeconds(j)) : ProgressBar(0, 24, st);
       // The view's own state word duplicates the STATE column.
       const std::string tail = "  " + StyledState(j.state(), st);
       if (progress.size() >= tail.size() && progress.compare(progress.size() - tail.size(), tail.size(), tail) == 0) {
