@@ -226,6 +226,16 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   EXPECT_EQ(r.code, 6) << r.out << r.err;  // ended, but not successfully
   EXPECT_THAT(r.out, HasSubstr("is cancelled"));
 
+  // sweep cancel: every unfinished job of the sweep.
+  r = c.Caddie({"sweep", "submit", g, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string gsweep = json::parse(r.out)["sweep"]["id"];
+  r = c.Caddie({"sweep", "cancel", gsweep});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("cancelled sweep " + gsweep));
+  r = c.Caddie({"jobs", "--sweep", gsweep, "--state", "cancelled", "--json"});
+  EXPECT_EQ(json::parse(r.out)["jobs"].size(), 1u) << r.out;
+
   // Unknown ids: exit 4.
   r = c.Caddie({"job", "no-such-job"});
   EXPECT_EQ(r.code, 4) << r.err;
