@@ -390,14 +390,12 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   const int64_t accum = GradAccumSteps(spec, dist.world);
   auto stages = ParseSeqLenSchedule(spec.seq_len_schedule);
   if (!stages.ok()) throw BadInput(stages.status().message());
-  for (int64_t len : {spec.seq_len}) {
-    const int64_t unit = dist.world * accum * len;
-    if (spec.train_batch_tokens % unit != 0) {
-      throw BadInput("train_batch_tokens = " + std::to_string(spec.train_batch_tokens) +
-                     " must be a multiple of world_size x grad_accum_steps x seq_len = " +
-                     std::to_string(dist.world) + " x " + std::to_string(accum) + " x " +
-                     std::to_string(len));
-    }
+  // Curriculum lengths divide seq_len (ValidateTrainSpec), so this covers them too.
+  if (spec.train_batch_tokens % (dist.world * accum * spec.seq_len) != 0) {
+    throw BadInput("train_batch_tokens = " + std::to_string(spec.train_batch_tokens) +
+                   " must be a multiple of world_size x grad_accum_steps x seq_len = " +
+                   std::to_string(dist.world) + " x " + std::to_string(accum) + " x " +
+                   std::to_string(spec.seq_len));
   }
   const int64_t val_local = spec.val_batch_tokens / (dist.world * accum);
   if (val_local < spec.seq_len) {
