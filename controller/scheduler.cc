@@ -216,7 +216,23 @@ absl::StatusOr<v1::SubmitSweepResponse> Scheduler::SubmitSweep(const v1::SubmitS
 absl::StatusOr<std::vector<v1::Job>> Scheduler::ListJobs(const v1::ListJobsRequest& req) {
   std::vector<v1::JobState> states;
   for (int s : req.states()) states.push_back(static_cast<v1::JobState>(s));
-  return store_->ListJobs(req.sweep_id(), states, req.limit());
+  ASSIGN_OR_RETURN(auto jobs, store_->ListJobs(req.sweep_id(), states, req.limit()));
+  absl::MutexLock l(&mu_);
+  for (auto& j : jobs) DecorateLocked(&j);
+  return jobs;
+}
+
+absl::StatusOr<v1::Job> Scheduler::GetJob(const std::string& id) {
+  ASSIGN_OR_RETURN(auto job, store_->GetJob(id));
+  absl::MutexLock l(&mu_);
+  DecorateLocked(&job);
+  return job;
+}
+
+void Scheduler::DecorateLocked(v1::Job* job) {
+  if (job->state() != v1::JOB_STATE_QUEUED) return;
+  auto it = pending_by_gpus_.find(job->spec().gpus());
+  job->set_pending_reason(it == pending_by_gpus_.end() ? "" : it->second);
 }
 
 absl::StatusOr<v1::Job> Scheduler::CancelJob(const std::string& id, const std::string& reason) {
@@ -621,7 +637,7 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
   if (queued > 0) {
     // One reason per gang size: every queued job of that size waits for the same thing.
     ASSIGN_OR_RETURN(auto sizes, store_->QueuedByGpus());
-    std::map<int32_t, std::string> reasons;
+    std::map<int32_t, std::string> reasons;  // gpus → reason
     for (const auto& [g, n] : sizes) {
       std::string reason, category;
       if (live == 0) {
@@ -644,7 +660,8 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
       reasons[g] = reason;
       if (!category.empty()) by_category[category] += n;
     }
-    RETURN_IF_ERROR(store_->SetPendingReasons(reasons));
+    absl::MutexLock l(&mu_);
+    pending_by_gpus_ = std::move(reasons);
   }
   for (const auto& [cat, n] : by_category) metrics_->pending->WithLabels({cat}).Set(n);
   return absl::OkStatus();

@@ -83,7 +83,8 @@ class Scheduler {
   absl::StatusOr<v1::SubmitSweepResponse> SubmitSweep(const v1::SubmitSweepRequest& req);
   absl::StatusOr<v1::Sweep> GetSweep(const std::string& id) { return store_->GetSweep(id); }
   absl::StatusOr<std::vector<v1::Sweep>> ListSweeps(int limit) { return store_->ListSweeps(limit); }
-  absl::StatusOr<v1::Job> GetJob(const std::string& id) { return store_->GetJob(id); }
+  // Queued jobs carry their pending reason (why they cannot be placed now).
+  absl::StatusOr<v1::Job> GetJob(const std::string& id);
   absl::StatusOr<std::vector<v1::Job>> ListJobs(const v1::ListJobsRequest& req);
   absl::StatusOr<v1::Job> CancelJob(const std::string& id, const std::string& reason);
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& id, const std::string& reason);
@@ -126,6 +127,7 @@ class Scheduler {
   void Notify(const std::string& job_id);
   void CountStale(const absl::Status& s);
   void OnJobFinished(const v1::Job& job);
+  void DecorateLocked(v1::Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshPendingAndGauges();
   int64_t TtlMs() const { return static_cast<int64_t>(options_.lease_ttl_seconds * 1000); }
 
@@ -153,6 +155,9 @@ class Scheduler {
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> stopped_early_ ABSL_GUARDED_BY(mu_);
   int64_t queue_depth_ ABSL_GUARDED_BY(mu_) = 0;
+  // Pending reason per gang size, refreshed each tick. Derived state: kept in
+  // memory and put on queued jobs as they are read, never written per row.
+  std::map<int32_t, std::string> pending_by_gpus_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex watch_mu_;
   int64_t next_watch_ ABSL_GUARDED_BY(watch_mu_) = 1;

@@ -101,6 +101,10 @@ CREATE TABLE workers(
 ALTER TABLE jobs ADD COLUMN last_event_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN silence_ms INTEGER NOT NULL DEFAULT 0;
 )sql",
+      // 3: queued-jobs-by-size counts from the index alone (pending reasons, every tick).
+      R"sql(
+CREATE INDEX jobs_state_gpus ON jobs(state, gpus);
+)sql",
   };
   return m;
 }
@@ -878,17 +882,6 @@ absl::StatusOr<std::map<int32_t, int64_t>> SqliteStore::QueuedByGpus() {
     out[static_cast<int32_t>(q.Int(0))] = q.Int(1);
   }
   return out;
-}
-
-absl::Status SqliteStore::SetPendingReasons(const std::map<int32_t, std::string>& by_gpus) {
-  absl::MutexLock l(&mu_);
-  Tx tx(this);
-  RETURN_IF_ERROR(tx.Begin());
-  for (const auto& [gpus, reason] : by_gpus) {
-    STMT(u, "UPDATE jobs SET pending_reason = ?2 WHERE state = 1 AND gpus = ?1 AND pending_reason != ?2");
-    RETURN_IF_ERROR(u.Bind(1, gpus).Bind(2, reason).Run());
-  }
-  return tx.Commit();
 }
 
 // ---------------------------------------------------------------- events/results

@@ -74,7 +74,6 @@ class SqliteStore final : public Store {
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id, const std::string& reason,
                                         int64_t now_ms) override;
   absl::StatusOr<std::map<int32_t, int64_t>> QueuedByGpus() override;
-  absl::Status SetPendingReasons(const std::map<int32_t, std::string>& by_gpus) override;
   absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq,
                                                     int limit) override;
   absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n) override;

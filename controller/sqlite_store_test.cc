@@ -59,10 +59,10 @@ class SqliteStoreTest : public ::testing::Test {
 };
 
 TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
-  EXPECT_EQ(store_->schema_version(), 2);
+  EXPECT_EQ(store_->schema_version(), 3);
   MakeSweep(2);
   Reopen();
-  EXPECT_EQ(store_->schema_version(), 2);
+  EXPECT_EQ(store_->schema_version(), 3);
   auto jobs = store_->ListJobs("", {}, 0);
   ASSERT_TRUE(jobs.ok());
   EXPECT_EQ(jobs->size(), 2u);

@@ -167,9 +167,6 @@ class Store {
                                                 int64_t now_ms) = 0;
   // Number of QUEUED jobs per gang size (gpus).
   virtual absl::StatusOr<std::map<int32_t, int64_t>> QueuedByGpus() = 0;
-  // Sets pending_reason of every QUEUED job with that gang size (gpus → reason);
-  // one statement per size, rows whose reason is unchanged are not written.
-  virtual absl::Status SetPendingReasons(const std::map<int32_t, std::string>& by_gpus) = 0;
 
   // --- events and results ---
   virtual absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq,
