@@ -470,8 +470,10 @@ absl::StatusOr<std::optional<LeasedJob>> SqliteStore::LeaseNext(const std::strin
   std::string job_id;
   int64_t queued_ms = 0;
   {
+    // INDEXED BY: walk the queue in (priority, seq) order and stop at the first fit.
+    // Left to itself the planner may pick jobs_state_gpus and sort the whole queue.
     STMT(q,
-         "SELECT id, queued_ms FROM jobs WHERE state = 1 AND ((gpus > 0 AND gpus <= ?1) OR (gpus = 0 AND ?2 > 0)) "
+         "SELECT id, queued_ms FROM jobs INDEXED BY jobs_queue WHERE state = 1 AND ((gpus > 0 AND gpus <= ?1) OR (gpus = 0 AND ?2 > 0)) "
          "AND (avoid_worker != ?3 OR avoid_until_ms <= ?4) ORDER BY priority DESC, seq LIMIT 1");
     q.Bind(1, gpus_free).Bind(2, cpu_slots_free).Bind(3, worker_id).Bind(4, now_ms);
     ASSIGN_OR_RETURN(bool row, q.Step());
