@@ -6,6 +6,10 @@
 //                            correctness check against the CPU loss curve.
 //   CADDIE_PROFILE=PATH      write a Kineto (Chrome trace) profile of a few steps to PATH.
 //   CADDIE_PROFILE_STEP=N    first profiled step (default 5); CADDIE_PROFILE_STEPS=K (default 2).
+//   CADDIE_PERF_OFF=a,b      switch optimisations off to measure what each gives:
+//                            norm (fused RMSNorm), resid (bf16 residual stream), gqa (SDPA's
+//                            own GQA instead of repeat_interleave), ns (batched Newton–Schulz),
+//                            sync (per-step host sync), pin (pinned async batch copies).
 //
 // Reading the environment is thread-safe; values are read once per call site.
 #pragma once
@@ -29,5 +33,21 @@ inline long EnvLong(const char* name, long def) {
 }
 
 inline bool CudaFp32Forced() { return EnvFlag("CADDIE_CUDA_FP32"); }
+
+// True when `what` is listed in CADDIE_PERF_OFF (read once).
+inline bool PerfOff(const char* what) {
+  static const std::string list = [] {
+    const char* v = std::getenv("CADDIE_PERF_OFF");
+    return v == nullptr ? std::string() : std::string(v);
+  }();
+  const std::string w(what);
+  for (size_t pos = 0; pos <= list.size();) {
+    size_t end = list.find(',', pos);
+    if (end == std::string::npos) end = list.size();
+    if (list.compare(pos, end - pos, w) == 0) return true;
+    pos = end + 1;
+  }
+  return false;
+}
 
 }  // namespace caddie::model

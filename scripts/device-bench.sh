@@ -7,7 +7,9 @@
 #
 # usage: bash scripts/device-bench.sh        (environment knobs below; output under $OUT)
 #   BENCH_DATA=.device/sp1024   shards made here by caddie-dataprep (the device has no Abseil)
-#   BENCH_STEPS=40              steps of the throughput runs (log every 10; rates from step 20 on)
+#   BENCH_STEPS=30              steps of the throughput runs (log every 5; rates over steps 16..)
+#   BENCH_AB="base:all"         extra 1-GPU runs with CADDIE_PERF_OFF set, NAME:LIST ... ("all" =
+#                               every optimisation off: the code as first landed)
 #   BENCH_WALL=0                seconds of the wall-clock run (0 = none), val_bpb at its end
 #   BENCH_PROFILE=1             Kineto trace of steps 12-13 of the 1-GPU run, summarised
 #   BENCH_CHECK=1               the fp32 CUDA vs CPU loss-curve check
@@ -20,7 +22,8 @@ W=/tmp/caddie-bench
 rm -rf "$W"; mkdir -p "$W" "$OUT"
 trap 'tar czf "$OUT/bench.tgz" -C "$W" . 2>/dev/null' EXIT
 DATA=${BENCH_DATA:-.device/sp1024}
-STEPS=${BENCH_STEPS:-40}
+STEPS=${BENCH_STEPS:-30}
+ALL_OFF=norm,resid,gqa,ns,sync,pin
 WALL=${BENCH_WALL:-0}
 # NVLink multicast stays off (the machines' rule).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -39,8 +42,8 @@ spec() {  # spec FILE key=json ...  (baseline config + overrides)
   local f=$1; shift
   $PY - "$f" "$@" <<'PYEOF'
 import json, sys
-s = {"device": "cuda", "iterations": 40, "warmup_steps": 5, "max_wallclock_seconds": 0, "val_every": 0,
-     "log_every": 10, "compression": "zlib", "zstd_level": 3}
+s = {"device": "cuda", "iterations": 30, "warmup_steps": 5, "max_wallclock_seconds": 0, "val_every": 0,
+     "log_every": 5, "compression": "zlib", "zstd_level": 3}
 for kv in sys.argv[2:]:
     k, v = kv.split("=", 1); s[k] = json.loads(v)
 json.dump(s, open(sys.argv[1], "w"))
@@ -87,6 +90,15 @@ if [[ -f /tmp/trace.json ]]; then
   $PY bench/trainer/profile_summary.py /tmp/trace.json 2 | tee "$W/profile.txt"
   gzip -c /tmp/trace.json > "$W/trace.json.gz"
 fi
+for ab in ${BENCH_AB-base:all}; do
+  n=${ab%%:*} off=${ab#*:}; [[ $off == all ]] && off=$ALL_OFF
+  penv=(); [[ ${BENCH_PROFILE:-1} == 1 ]] && penv=(CADDIE_PROFILE=/tmp/trace_$n.json CADDIE_PROFILE_STEP=12 CADDIE_PROFILE_STEPS=2)
+  t=$(date +%s); run1 "ab_$n" "$W/bench_spec.json" CADDIE_PERF_OFF=$off "${penv[@]}"; echo "ab_$n (off: $off): $(( $(date +%s) - t )) s wall"
+  if [[ -f /tmp/trace_$n.json ]]; then
+    $PY bench/trainer/profile_summary.py /tmp/trace_$n.json 2 > "$W/profile_$n.txt"; head -12 "$W/profile_$n.txt"
+    gzip -c /tmp/trace_$n.json > "$W/trace_$n.json.gz"
+  fi
+done
 if [[ ${BENCH_GPUS:-auto} != 1 && $NGPU -ge 2 ]]; then
   t=$(date +%s); runN bench2 "$W/bench_spec.json" 2; echo "bench2: $(( $(date +%s) - t )) s wall"
 fi
@@ -100,5 +112,6 @@ for l in sys.stdin:
     if e["step"] in (50,100,150,200,300,400,500,600): print("  wall1 step", e["step"], "train_loss %.4f" % e["train_loss"], "t %.1f s" % e["train_time_s"])'
 fi
 echo
-BENCH_GPU="$GPU_NAME" $PY bench/trainer/summarize.py bench1="$W/bench1.jsonl" bench2="$W/bench2.jsonl" \
-  wall1="$W/wall1.jsonl" | tee "$W/summary.md"
+args=(bench1="$W/bench1.jsonl")
+for f in "$W"/ab_*.jsonl "$W"/bench2.jsonl "$W"/wall1.jsonl; do [[ -f $f ]] && args+=("$(basename "$f" .jsonl)=$f"); done
+BENCH_GPU="$GPU_NAME" $PY bench/trainer/summarize.py "${args[@]}" | tee "$W/summary.md"

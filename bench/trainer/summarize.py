@@ -31,8 +31,10 @@ for arg in sys.argv[1:]:
     if not start or not final:
         print(f"{label}: no final event (failed run?)"); continue
     spec, world = start['spec'], start.get('world_size', 1)
-    # interval rates between log events at steps >= 20 (log_every 10)
-    ivals = [e['tokens_per_s'] for e in steps if e['step'] >= 20 and e['step'] % 10 == 0]
+    # interval rates between log events ending at step >= 20 (log_every 5 or 10; the
+    # profiled steps 12-13 and warm-up stay out), or past step 100 for wall-clock runs
+    lo = 20 if spec.get('max_wallclock_seconds', 0) == 0 else 100
+    ivals = [e['tokens_per_s'] for e in steps if e['step'] >= lo and e['step'] % spec['log_every'] == 0]
     tps = statistics.median(ivals) if ivals else final['tokens_per_s']
     spread = (min(ivals), max(ivals)) if ivals else (tps, tps)
     fpt = flops_per_token(spec, start['params'])
@@ -41,6 +43,8 @@ for arg in sys.argv[1:]:
     ref = next((v for k, v in REF.items() if k in gpu), None)
     rows.append((label, world, ms, tps, tps / world, mfu, final['peak_mem_bytes'] / 2**30, final['steps'],
                  final['train_time_s'], final['val_bpb'], ref))
+    if label.startswith('wall'):
+        ivals = ivals[:-1] or ivals  # the last interval ends at the budget, not at a log step
     print(f"{label}: tokens/s intervals {[round(x) for x in ivals]} (min {spread[0]:.0f}, max {spread[1]:.0f}); "
           f"flops/token {fpt/1e6:.1f} M; params {start['params']}")
 print()
