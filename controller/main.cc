@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   int port = -1;
   std::string user_token_file, worker_token_file, tls_cert, tls_key;
   bool fast_sync = false;
+  double shutdown_grace = 5;
   app.add_option("--db", db, "SQLite database file (created if missing)");
   app.add_option("--listen", listen, "gRPC HOST:PORT (port 0 picks a free one)");
   app.add_option("--port", port, "Overrides the port of --listen (0 picks a free one)");
@@ -73,6 +74,9 @@ int main(int argc, char** argv) {
                  "Seconds a retried job avoids the worker it failed on");
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");
+  app.add_option("--shutdown-grace", shutdown_grace,
+                 "Seconds SIGTERM waits for in-flight calls and open streams before cancelling them")
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   if (port >= 0) {
@@ -125,7 +129,10 @@ int main(int argc, char** argv) {
     int sig = 0;
     sigwait(&set, &sig);
     spdlog::info("signal {}: shutting down", sig);
-    controller->Shutdown(absl::Seconds(5));
+    // gRPC waits for open client connections too, so with workers attached this
+    // takes the whole grace; every store transition is atomic, so cutting calls
+    // off after it loses nothing.
+    controller->Shutdown(absl::Seconds(shutdown_grace));
   });
   controller->Wait();
   signals.join();

@@ -22,7 +22,8 @@ class ControllerRestartTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = caddie::testing::TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    proc_ = std::make_unique<ControllerProcess>(dir_ + "/caddie.db", dir_ + "/controller.log");
+    proc_ = std::make_unique<ControllerProcess>(dir_ + "/caddie.db", dir_ + "/controller.log",
+                                                std::vector<std::string>{"--shutdown-grace", "2"});
   }
   void TearDown() override {
     proc_.reset();
@@ -141,7 +142,7 @@ TEST_F(ControllerRestartTest, SigtermExitsCleanlyAndRestartResumes) {
   auto st = proc_->Kill(SIGTERM);
   ASSERT_TRUE(st.has_value());
   EXPECT_TRUE(st->ok()) << st->ToString();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(8));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
   ASSERT_NO_FATAL_FAILURE(Start());
   auto job = client_->GetJob(l.job().id());
   EXPECT_EQ(job.state(), v1::JOB_STATE_LEASED);
