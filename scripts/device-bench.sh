@@ -88,7 +88,7 @@ PROF_ENV=()
 t=$(date +%s); run1 bench1 "$W/bench_spec.json" "${PROF_ENV[@]}"; echo "bench1: $(( $(date +%s) - t )) s wall"
 if [[ -f /tmp/trace.json ]]; then
   $PY bench/trainer/profile_summary.py /tmp/trace.json 2 | tee "$W/profile.txt"
-  gzip -c /tmp/trace.json > "$W/trace.json.gz"
+  # (traces stay on the device: the tarball must stay under the 16 MB a returned file may have)
 fi
 for ab in ${BENCH_AB-base:all}; do
   n=${ab%%:*} off=${ab#*:}; [[ $off == all ]] && off=$ALL_OFF
@@ -96,7 +96,6 @@ for ab in ${BENCH_AB-base:all}; do
   t=$(date +%s); run1 "ab_$n" "$W/bench_spec.json" CADDIE_PERF_OFF=$off "${penv[@]}"; echo "ab_$n (off: $off): $(( $(date +%s) - t )) s wall"
   if [[ -f /tmp/trace_$n.json ]]; then
     $PY bench/trainer/profile_summary.py /tmp/trace_$n.json 2 > "$W/profile_$n.txt"; head -12 "$W/profile_$n.txt"
-    gzip -c /tmp/trace_$n.json > "$W/trace_$n.json.gz"
   fi
 done
 if [[ ${BENCH_GPUS:-auto} != 1 && $NGPU -ge 2 ]]; then
