@@ -17,6 +17,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <map>
+#include <regex>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_replace.h"
@@ -401,6 +403,63 @@ TEST_F(LivePrometheusTest, DashboardsAndAlertsHaveDataFromALiveControllerAndWork
     if (!pending) std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   EXPECT_TRUE(pending) << "CaddieControllerDown did not go pending";
+}
+
+// Every command-line flag the deployment files pass to a daemon is one that
+// binary accepts (its --help lists it), so a renamed flag cannot leave a
+// systemd unit, compose file, Kubernetes manifest or Slurm script broken.
+std::set<std::string> FlagsIn(const std::string& text) {
+  static const std::regex kFlag(R"((^|[\s"',\[])(--[a-z][a-z0-9-]*))");  // ',' : CLI11 aliases
+  std::set<std::string> out;
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), kFlag);
+       it != std::sregex_iterator(); ++it) {
+    out.insert((*it)[2].str());
+  }
+  return out;
+}
+
+TEST(DeployFlagsTest, DeployFilesUseOnlyFlagsTheBinariesAccept) {
+  const fs::path deploy = SourceDir() / "deploy";
+  std::map<std::string, std::set<std::string>> used;  // binary -> flags
+  auto add = [&](const std::string& bin, const std::string& text, const std::string& where) {
+    const auto flags = FlagsIn(text);
+    EXPECT_FALSE(flags.empty()) << where;
+    for (const auto& f : flags) used[bin].insert(f + "  (" + where + ")");
+  };
+  for (const char* bin : {"caddie-controller", "caddie-worker"}) {
+    const std::string unit = ReadFile(deploy / "systemd" / (std::string(bin) + ".service"));
+    const size_t at = unit.find("\nExecStart=");
+    ASSERT_NE(at, std::string::npos);
+    add(bin, unit.substr(at, unit.find('\n', at + 1) - at), std::string(bin) + ".service");
+  }
+  const YAML::Node compose = YAML::LoadFile((deploy / "docker-compose.yml").string());
+  std::string cmd;
+  for (const auto& a : compose["services"]["controller"]["command"]) cmd += " " + a.as<std::string>();
+  add("caddie-controller", cmd, "docker-compose.yml");
+  for (const auto& doc : YAML::LoadAllFromFile((deploy / "kubernetes/caddie.yaml").string())) {
+    const std::string kind = doc["kind"].as<std::string>();
+    if (kind != "StatefulSet" && kind != "DaemonSet") continue;
+    const YAML::Node c = doc["spec"]["template"]["spec"]["containers"][0];
+    std::string args;
+    for (const auto& a : c["args"]) args += " " + a.as<std::string>();
+    add(kind == "StatefulSet" ? "caddie-controller" : "caddie-worker", args, "caddie.yaml " + kind);
+  }
+  const std::string slurm = ReadFile(deploy / "slurm/caddie-workers.sbatch");
+  const size_t exec = slurm.find("caddie-worker\"");
+  ASSERT_NE(exec, std::string::npos);
+  add("caddie-worker", slurm.substr(exec), "caddie-workers.sbatch");
+
+  for (const auto& [bin, flags] : used) {
+    const fs::path exe = BinaryDir() / (bin == "caddie-controller" ? "controller" : "worker") / bin;
+    const CommandResult help = RunCommand({exe.string(), "--help"});
+    ASSERT_EQ(help.exit_code, 0) << help.output;
+    const std::set<std::string> accepted = FlagsIn(help.output);
+    for (const std::string& f : flags) {
+      const std::string flag = f.substr(0, f.find(' '));
+      EXPECT_TRUE(accepted.count(flag)) << bin << " does not accept " << f;
+    }
+  }
+  EXPECT_EQ(used.size(), 2u);
 }
 
 }  // namespace
