@@ -248,8 +248,9 @@ struct EncodeStats {
   int64_t params = 0;
 };
 
+// The payload of `state`, codes packed (`pack`) or one per byte.
 LiteStatusOr<std::string> Encode(const NamedTensors& state, const ExportOptions& options,
-                                 EncodeStats* stats) {
+                                 bool pack, EncodeStats* stats) {
   if (LiteStatus s = ValidateQuantOptions(options.quant); !s.ok()) return s;
   if (options.zstd_level < 1 || options.zstd_level > ZSTD_maxCLevel()) {
     return LiteStatus::Error("zstd_level " + std::to_string(options.zstd_level) +
@@ -286,7 +287,7 @@ LiteStatusOr<std::string> Encode(const NamedTensors& state, const ExportOptions&
     out += name;
     if (ShouldQuantize(name, t, options.quant)) {
       const int bits = options.quant.bits;
-      const int code_bits = options.pack_bits ? bits : 8;
+      const int code_bits = pack ? bits : 8;
       const QuantizedRows q = QuantizeRows(t, bits, options.quant.clip_percentile);
       PutLE(&out, kKindQuantized, 1);
       PutLE(&out, dtype, 1);
@@ -460,18 +461,42 @@ LiteStatusOr<Compression> ParseCompression(const std::string& name) {
 
 const char* CompressionName(Compression c) { return c == Compression::kZstd ? "zstd" : "zlib"; }
 
-LiteStatusOr<std::string> ExportArtifact(const NamedTensors& state, const ExportOptions& options) {
-  EncodeStats stats;
-  LiteStatusOr<std::string> payload = Encode(state, options, &stats);
-  if (!payload.ok()) return payload.status();
-  if (options.compression == Compression::kZstd) {
-    LiteStatusOr<std::string> z = CompressZstd(*payload, options.zstd_level);
-    if (!z.ok()) return z.status();
-    return Wrap(*z, kCodecZstd, *payload);
+namespace {
+
+// The layouts ExportOptions asks for: one, or both when it wants the smaller.
+std::vector<bool> Packings(const ExportOptions& options) {
+  switch (options.packing) {
+    case CodePacking::kPacked:
+      return {true};
+    case CodePacking::kOneBytePerCode:
+      return {false};
+    case CodePacking::kSmallest:
+      break;
   }
-  LiteStatusOr<std::string> z = CompressZlib(*payload);
+  // At 8 bits both layouts are the same bytes.
+  return options.quant.bits == 8 ? std::vector<bool>{true} : std::vector<bool>{true, false};
+}
+
+LiteStatusOr<std::string> Compress(const std::string& payload, Compression c, int zstd_level) {
+  LiteStatusOr<std::string> z =
+      c == Compression::kZstd ? CompressZstd(payload, zstd_level) : CompressZlib(payload);
   if (!z.ok()) return z.status();
-  return Wrap(*z, kCodecZlib, *payload);
+  return Wrap(*z, c == Compression::kZstd ? kCodecZstd : kCodecZlib, payload);
+}
+
+}  // namespace
+
+LiteStatusOr<std::string> ExportArtifact(const NamedTensors& state, const ExportOptions& options) {
+  std::string best;
+  for (bool pack : Packings(options)) {
+    EncodeStats stats;
+    LiteStatusOr<std::string> payload = Encode(state, options, pack, &stats);
+    if (!payload.ok()) return payload.status();
+    LiteStatusOr<std::string> art = Compress(*payload, options.compression, options.zstd_level);
+    if (!art.ok()) return art.status();
+    if (best.empty() || art->size() < best.size()) best = std::move(*art);
+  }
+  return best;
 }
 
 LiteStatusOr<NamedTensors> ImportArtifact(const std::string& bytes) {
@@ -492,20 +517,26 @@ LiteStatusOr<std::vector<ArtifactTensorInfo>> DescribeArtifact(const std::string
 
 LiteStatusOr<ArtifactSizes> MeasureArtifactSizes(const NamedTensors& state,
                                                  const ExportOptions& options) {
-  EncodeStats stats;
-  LiteStatusOr<std::string> payload = Encode(state, options, &stats);
-  if (!payload.ok()) return payload.status();
-  LiteStatusOr<std::string> zstd = CompressZstd(*payload, options.zstd_level);
-  if (!zstd.ok()) return zstd.status();
-  LiteStatusOr<std::string> zlib = CompressZlib(*payload);
-  if (!zlib.ok()) return zlib.status();
   ArtifactSizes sizes;
-  sizes.payload_bytes = static_cast<int64_t>(payload->size());
-  sizes.zstd_bytes = static_cast<int64_t>(kOuterHeaderBytes + zstd->size());
-  sizes.zlib_bytes = static_cast<int64_t>(kOuterHeaderBytes + zlib->size());
-  sizes.quantized_tensors = stats.quantized;
-  sizes.kept_tensors = stats.kept;
-  sizes.params = stats.params;
+  for (bool pack : Packings(options)) {
+    EncodeStats stats;
+    LiteStatusOr<std::string> payload = Encode(state, options, pack, &stats);
+    if (!payload.ok()) return payload.status();
+    LiteStatusOr<std::string> zstd = Compress(*payload, Compression::kZstd, options.zstd_level);
+    if (!zstd.ok()) return zstd.status();
+    LiteStatusOr<std::string> zlib = Compress(*payload, Compression::kZlib, options.zstd_level);
+    if (!zlib.ok()) return zlib.status();
+    if (sizes.zstd_bytes == 0 || static_cast<int64_t>(zstd->size()) < sizes.zstd_bytes) {
+      sizes.zstd_bytes = static_cast<int64_t>(zstd->size());
+      sizes.payload_bytes = static_cast<int64_t>(payload->size());
+    }
+    if (sizes.zlib_bytes == 0 || static_cast<int64_t>(zlib->size()) < sizes.zlib_bytes) {
+      sizes.zlib_bytes = static_cast<int64_t>(zlib->size());
+    }
+    sizes.quantized_tensors = stats.quantized;
+    sizes.kept_tensors = stats.kept;
+    sizes.params = stats.params;
+  }
   return sizes;
 }
 

@@ -12,7 +12,7 @@
 //   | u8 ndim | i64 dims[ndim] | data
 //   kept: numel values of the storage dtype;
 //   quantised: rows fp16 scales, then PackCodes(codes, code bits) where code
-//   bits is `bits` (packed) or 8 (one code per byte, ExportOptions::pack_bits off).
+//   bits is `bits` (packed) or 8 (one code per byte; see CodePacking).
 // Every function is pure: safe to call from any thread.
 #pragma once
 
@@ -37,11 +37,21 @@ enum class Compression { kZstd, kZlib };
 LiteStatusOr<Compression> ParseCompression(const std::string& name);
 const char* CompressionName(Compression c);
 
+// How codes narrower than 8 bits are laid out. Packed codes make the smallest
+// payload, but zstd and zlib code whole bytes, and codes that straddle bytes
+// can compress worse than one code per byte (int6 with zstd: by ~9 %, see
+// docs/artifact-sizes.md).
+enum class CodePacking {
+  kPacked,          // `bits` bits per code
+  kOneBytePerCode,  // 8 bits per code
+  kSmallest,        // both, compressed; keep the smaller artifact (twice the work)
+};
+
 struct ExportOptions {
   QuantOptions quant;
   Compression compression = Compression::kZstd;
-  int zstd_level = 22;    // 1..22; zstd runs in long-distance mode
-  bool pack_bits = true;  // false: codes one per byte (often compresses as well)
+  int zstd_level = 22;  // 1..22; zstd runs in long-distance mode
+  CodePacking packing = CodePacking::kSmallest;
 };
 
 // Returns the artifact bytes of `state` under `options`; an error naming the
@@ -77,7 +87,9 @@ struct ArtifactSizes {
   int64_t kept_tensors = 0;
   int64_t params = 0;
 };
-// options.compression is ignored: both are measured.
+// options.compression is ignored: both are measured. With kSmallest each codec
+// reports its smaller layout (what ExportArtifact would write), and
+// payload_bytes is that of the layout zstd chose.
 LiteStatusOr<ArtifactSizes> MeasureArtifactSizes(const NamedTensors& state,
                                                  const ExportOptions& options);
 

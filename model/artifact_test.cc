@@ -106,14 +106,15 @@ TEST(ArtifactTest, EveryWidthAndCodecRoundTripsExactly) {
   const NamedTensors state = SampleState();
   for (int bits : {2, 3, 4, 5, 6, 8}) {
     for (Compression c : {Compression::kZstd, Compression::kZlib}) {
-      for (bool pack : {true, false}) {
+      for (CodePacking packing :
+           {CodePacking::kPacked, CodePacking::kOneBytePerCode, CodePacking::kSmallest}) {
         ExportOptions o;
         o.quant.bits = bits;
         o.compression = c;
         o.zstd_level = 3;
-        o.pack_bits = pack;
+        o.packing = packing;
         const std::string where = std::to_string(bits) + " bits " + CompressionName(c) +
-                                  (pack ? " packed" : " bytes");
+                                  " packing " + std::to_string(static_cast<int>(packing));
         LiteStatusOr<std::string> art = ExportArtifact(state, o);
         ASSERT_TRUE(art.ok()) << where << ": " << art.status().message();
         LiteStatusOr<NamedTensors> back = ImportArtifact(*art);
@@ -135,6 +136,7 @@ TEST(ArtifactTest, EveryWidthAndCodecRoundTripsExactly) {
 TEST(ArtifactTest, DescribeReportsNamesShapesDtypesAndBits) {
   ExportOptions o;
   o.quant.bits = 6;
+  o.packing = CodePacking::kPacked;
   o.zstd_level = 3;
   LiteStatusOr<std::string> art = ExportArtifact(SampleState(), o);
   ASSERT_TRUE(art.ok());
@@ -164,6 +166,7 @@ TEST(ArtifactTest, FewerBitsMakeSmallerArtifacts) {
   for (int bits : {8, 6, 4, 2}) {
     ExportOptions o;
     o.quant.bits = bits;
+    o.packing = CodePacking::kPacked;
     o.zstd_level = 3;
     LiteStatusOr<ArtifactSizes> sizes = MeasureArtifactSizes(state, o);
     ASSERT_TRUE(sizes.ok());
@@ -192,6 +195,32 @@ TEST(ArtifactTest, MeasuredSizesAreTheExportedSizes) {
   int64_t params = 0;
   for (const auto& [name, t] : state) params += t.numel();
   EXPECT_EQ(sizes->params, params);
+}
+
+TEST(ArtifactTest, SmallestPackingKeepsTheSmallerLayout) {
+  torch::manual_seed(13);
+  // Gaussian rows: at 6 bits one code per byte compresses better than packed.
+  NamedTensors state = {{"w", torch::randn({512, 512})}};
+  for (int bits : {6, 4}) {
+    for (Compression c : {Compression::kZstd, Compression::kZlib}) {
+      ExportOptions o;
+      o.quant.bits = bits;
+      o.compression = c;
+      o.zstd_level = 3;
+      o.packing = CodePacking::kPacked;
+      const std::string packed = *ExportArtifact(state, o);
+      o.packing = CodePacking::kOneBytePerCode;
+      const std::string bytes = *ExportArtifact(state, o);
+      o.packing = CodePacking::kSmallest;
+      const std::string smallest = *ExportArtifact(state, o);
+      const std::string& want = packed.size() <= bytes.size() ? packed : bytes;
+      EXPECT_EQ(smallest, want) << bits << " " << CompressionName(c);
+      const int code_bits = DescribeArtifact(smallest)->at(0).code_bits;
+      EXPECT_EQ(code_bits, packed.size() <= bytes.size() ? bits : 8);
+      EXPECT_EQ(DescribeArtifact(bytes)->at(0).code_bits, 8);
+      EXPECT_EQ(DescribeArtifact(packed)->at(0).code_bits, bits);
+    }
+  }
 }
 
 TEST(ArtifactTest, ExportRejectsBadInputNamingIt) {
@@ -612,6 +641,7 @@ TEST(ArtifactBaselineTest, BaselineShapedSizes) {
     ExportOptions o;
     o.quant.bits = bits;
     o.zstd_level = 3;
+    o.packing = CodePacking::kPacked;
     LiteStatusOr<ArtifactSizes> s = MeasureArtifactSizes(state, o);
     ASSERT_TRUE(s.ok()) << s.status().message();
     sizes[bits] = *s;
