@@ -20,6 +20,9 @@ set(CADDIE_CODE_FILES
   model/torch_compat.cc
   model/gpt.h
   model/gpt.cc
+  model/fused_ops.h
+  model/fused_ops.cc
+  model/perf_knobs.h
   model/quant.h
   model/quant.cc
   model/artifact.h
