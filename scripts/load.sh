@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Load and soak benchmarks of one caddie-controller (bench/load/load_main.cc):
+#   scripts/load.sh            1000 simulated workers, 10,000 queued jobs, 60 s
+#   scripts/load.sh --soak     the same with the queue kept full for 300 s, RSS sampled
+# Extra flags go to caddie-load (--seconds, --workers, --jobs, --threads, ...).
+# BUILD_DIR picks the build tree (default build/release, configured if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD_DIR=${BUILD_DIR:-build/release}
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+fi
+cmake --build "$BUILD_DIR" --target caddie-load caddie-controller -j"${JOBS:-2}" >/dev/null
+DIR=${LOAD_DIR:-$(mktemp -d /tmp/caddie-load.XXXXXX)}
+args=(--controller "$BUILD_DIR/controller/caddie-controller" --dir "$DIR" --workers 1000 --jobs 10000)
+if [ "${1:-}" = "--soak" ]; then
+  shift
+  args+=(--soak --seconds 300 --sample 15)
+else
+  args+=(--seconds 60 --sample 10)
+fi
+status=0
+"$BUILD_DIR/bench/load/caddie-load" "${args[@]}" "$@" || status=$?
+rm -rf "$DIR"
+exit $status
