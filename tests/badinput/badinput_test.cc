@@ -57,7 +57,7 @@ const std::vector<Row>& SweepYamlRows() {
   static const std::vector<Row> rows = {
       {"SyntaxError", "name: x\naxes: [unclosed\n", "bad.yaml:3:1: error"},
       {"TabIndentation", "name: x\nbase:\n\tnum_layers: 2\n", "bad.yaml:3:"},
-      {"NotAMapping", "- just\n- a list\n", "must be a mapping"},
+      {"NotAMapping", "- just\n- a list\n", "bad.yaml:1:1: error: a sweep file is a mapping"},
       {"UnknownTopKey", "nmae: x\n", "did you mean \"name\""},
       {"UnknownTrainerKey", "base:\n  num_layer: 4\n", "unknown spec key \"num_layer\""},
       {"AxesNotMapping", "axes: [1, 2]\n", "axes: must be a mapping"},
@@ -108,7 +108,7 @@ TEST(SweepYamlNames, TraversalAndSqlLookingNamesAreKeptVerbatim) {
 
 const std::vector<Row>& SweepJsonRows() {
   static const std::vector<Row> rows = {
-      {"NotJson", "{base: 1", "not JSON"},
+      {"NotJson", "{base: 1", "sweep_json is not valid JSON"},
       {"NotObject", "[1, 2]", "sweep JSON must be an object"},
       {"BaseNotObject", R"({"base": 3})", "sweep 'base' must be an object of trainer keys"},
       {"AxesNotObject", R"({"axes": "loops"})", "sweep 'axes' must be an object"},
@@ -209,7 +209,7 @@ const std::vector<Row>& ShardRows() {
       {"NegativeCount", ShardHeader(kShardMagic, 1, -5), "negative token count -5"},
       {"TruncatedBody", ShardHeader(kShardMagic, 1, 1000) + std::string(10, '\1'), "truncated body"},
       {"HugeCountClaim", ShardHeader(kShardMagic, 1, 0x7fffffff), "truncated body"},
-      {"TrailingBytes", ShardHeader(kShardMagic, 1, 2) + std::string(4 + 6, '\1'), "header says"},
+      {"TrailingBytes", ShardHeader(kShardMagic, 1, 2) + std::string(4 + 6, '\1'), "token count 2 does not match the file size 1034"},
       {"TextFile", std::string("hello, this is not a shard at all\n") + std::string(2000, 'x'), "wrong magic"},
   };
   return rows;

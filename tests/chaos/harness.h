@@ -176,7 +176,7 @@ inline std::unique_ptr<grpc::ClientContext> Ctx(const std::string& token, double
 inline std::shared_ptr<grpc::Channel> Insecure(const std::string& addr) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
+  args.SetMaxSendMessageSize(128 << 20);
   return grpc::CreateCustomChannel(addr, grpc::InsecureChannelCredentials(), args);
 }
 
