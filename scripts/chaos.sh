@@ -17,4 +17,4 @@ exec "$BUILD_DIR/tests/chaos/caddie-chaos" \
   --controller "$BUILD_DIR/controller/caddie-controller" \
   --worker "$BUILD_DIR/worker/caddie-worker" \
   --fake-train "$BUILD_DIR/tests/fake_trainer/caddie-fake-train" \
-  --dir "$DIR" --jobs 80 --workers 4 --steps 8 --step-ms 120 --interval 1.5 --deadline 280 --seed 1 "$@"
+  --dir "$DIR" --jobs 80 --workers 4 --steps 10 --step-ms 300 --interval 1.0 --deadline 280 --seed 1 "$@"

@@ -19,9 +19,9 @@ TEST(Chaos, ShortRunLosesAndDuplicatesNothing) {
   o.dir = (std::filesystem::path(::testing::TempDir()) / ("chaos_" + std::to_string(getpid()))).string();
   o.jobs = 50;
   o.workers = 4;
-  o.steps = 6;
-  o.step_ms = 100;
-  o.action_interval_s = 1.5;
+  o.steps = 10;
+  o.step_ms = 300;
+  o.action_interval_s = 1.0;
   o.deadline_s = 150;
   o.seed = 7;
   const ChaosReport r = RunChaos(o);
