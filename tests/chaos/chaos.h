@@ -49,7 +49,9 @@ struct ChaosReport {
   // What the audit found.
   int jobs = 0, succeeded = 0, failed = 0, other_terminal = 0, non_terminal = 0;
   int64_t events = 0, attempts = 0;
-  int duplicates = 0;           // jobs that ran to success twice
+  int duplicates = 0;           // jobs recorded as succeeded twice (a result of another attempt)
+  int reruns = 0;               // jobs whose earlier attempt reached `final` but whose completion
+                                // was never accepted (worker killed first): run again, one success
   int lost = 0;                 // acknowledged events missing from the database
   std::string integrity = "";   // PRAGMA integrity_check
   std::vector<std::string> problems;  // one line per violation

@@ -276,7 +276,9 @@ TEST(Security, TokensStayOutOfLogsAndMetricsAndSpecsRunNoCommands) {
 // No daemon source hands a string to a shell: the only way to start a trainer is
 // common/subprocess.h (fork + execve of an argv vector).
 TEST(Security, NoShellInDaemonSources) {
-  const fs::path root = std::getenv("CADDIE_SOURCE_DIR");
+  const char* src = std::getenv("CADDIE_SOURCE_DIR");
+  ASSERT_NE(src, nullptr) << "run through ctest (CADDIE_SOURCE_DIR)";
+  const fs::path root = src;
   const std::regex shell(R"((\bsystem\s*\(|\bpopen\s*\(|"/bin/sh"|"sh",\s*"-c"|\bexecl\s*\(|\bexeclp\s*\())");
   int files = 0;
   for (const char* sub : {"controller", "worker", "common"}) {
