@@ -46,7 +46,11 @@ TEST(SpawnTest, MissingProgramIsNotFoundAndNamed) {
 }
 
 TEST(SpawnTest, ArgvIsPassedWithoutShellAndOutputGoesToFiles) {
-  const fs::path dir = fs::path(testing::TempDir()) / "spawn_files";
+  // Logs are opened for append (a restarted run keeps its earlier lines), so
+  // start from an empty directory: /tmp may hold an earlier run's files.
+  const fs::path dir = fs::path(testing::TempDir()) /
+                       ("spawn_files_" + std::to_string(getpid()));
+  fs::remove_all(dir);
   fs::create_directories(dir);
   SpawnOptions o;
   // A shell would expand $HOME and split on ';'; execve passes the bytes through.
