@@ -35,6 +35,7 @@ const std::vector<KeyDoc>& TopKeys() {
       {"description", "free text"},
       {"base", "trainer spec every job starts from (keys of caddie-train)"},
       {"axes", "trainer keys to vary: a list per key (grid), or a distribution (random)"},
+      {"variants", "grid mode: hand-picked configurations (mappings of trainer keys); the grid runs under each"},
       {"mode", "grid | random"},
       {"samples", "random mode: number of jobs to draw"},
       {"seed", "random mode: seed of the draw"},
@@ -371,7 +372,7 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
 
   // --- top-level keys ---
   std::string name, mode = "grid";
-  json base = json::object(), axes = json::object();
+  json base = json::object(), axes = json::object(), variants = json::array();
   std::optional<json> early_stopping;
   int64_t samples = 0, seed = 1, max_jobs = kSweepDefaultMaxJobs;
   bool have_samples = false;
@@ -400,6 +401,18 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
         c.Error(k, "must be a mapping from trainer key to a list of values (grid) or a distribution, got " +
                        v.dump());
       }
+    } else if (k == "variants") {
+      if (!v.is_array() || v.empty()) {
+        c.Error(k, "must be a non-empty list of mappings of trainer keys (e.g. - {unique_blocks: 3, loops: 3}), got " +
+                       v.dump());
+        continue;
+      }
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (!v[i].is_object()) {
+          c.Error(k + "[" + std::to_string(i) + "]", "must be a mapping of trainer keys, got " + v[i].dump());
+        }
+      }
+      variants = v;
     } else if (k == "mode") {
       if (!v.is_string() || (v != "grid" && v != "random")) {
         c.Error(k, "mode = " + v.dump() + " is not one of grid | random");
@@ -496,6 +509,30 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
     CheckTrainValue(c, "base." + it.key(), it.key(), it.value());
   }
 
+  // --- variants: each trainer key alone, and not also an axis ---
+  json variants_out = json::array();
+  for (size_t i = 0; i < variants.size(); ++i) {
+    if (!variants[i].is_object()) continue;  // reported above
+    const std::string vp = "variants[" + std::to_string(i) + "]";
+    json one = json::object();
+    for (auto it = variants[i].begin(); it != variants[i].end(); ++it) {
+      const std::string p = vp + "." + it.key();
+      const auto& keys = TrainSpecKeys();
+      if (std::find(keys.begin(), keys.end(), it.key()) == keys.end()) {
+        c.UnknownKey(vp, it.key(), keys, "trainer key");
+        continue;
+      }
+      if (axes.contains(it.key())) {
+        c.Error(p, "is also an axis: set " + it.key() + " in the variants or in axes, not both");
+        continue;
+      }
+      CheckTrainValue(c, p, it.key(), it.value());
+      one[it.key()] = it.value();
+    }
+    variants_out.push_back(one);
+  }
+  if (!variants_out.empty() && mode != "grid") c.Error("variants", "variants apply to mode: grid only", true);
+
   // --- axes ---
   json axes_out = json::object();
   for (auto it = axes.begin(); it != axes.end(); ++it) {
@@ -561,7 +598,7 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
                      v.dump());
     }
   }
-  if (axes.empty() && mode == "grid") c.Warn("axes", "no axes: the sweep is a single job");
+  if (axes.empty() && variants.empty() && mode == "grid") c.Warn("axes", "no axes: the sweep is a single job");
 
   // Budget vs the spec's own clock: the worker kills a run past the budget.
   const double train_budget = spec.budget().train_seconds() > 0 ? spec.budget().train_seconds() : 600.0;
@@ -570,6 +607,7 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
   json sj = json::object();
   sj["base"] = base;
   sj["axes"] = axes_out;
+  if (!variants_out.empty()) sj["variants"] = variants_out;
   sj["mode"] = mode;
   if (mode == "random") sj["samples"] = samples;
   sj["seed"] = seed;
@@ -625,7 +663,13 @@ SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path)
     // Point at the first named key this job sets through an axis, else in base.
     std::string where = "base";
     bool found = false;
+    const size_t per_variant = variants_out.empty() ? 0 : jobs->size() / variants_out.size();
     for (const std::string& k : named) {
+      if (per_variant > 0 && !axes_out.contains(k) && job.params.contains(k)) {
+        where = "variants[" + std::to_string(job.index / per_variant) + "]." + k;
+        found = true;
+        break;
+      }
       if (job.params.contains(k)) {
         where = "axes." + k;
         if (axes_out[k].is_array()) {

@@ -140,6 +140,33 @@ TEST(SweepFileTest, CrossKeyErrorOfExpandedJobsPointsAtTheAxisValue) {
   EXPECT_THAT(e.message, HasSubstr("2 jobs, e.g. job 1 (loops=1, qat_bits=1)"));
 }
 
+TEST(SweepFileTest, VariantsAreCheckedKeyByKeyAndExpandUnderTheGrid) {
+  const char* text =
+      "base: {data: d, num_layers: 4}\n"
+      "variants:\n"
+      "  - {}\n"
+      "  - {loops: 2}\n"
+      "axes: {qat_bits: [4, 8]}\n";
+  SweepCheck ok = CheckSweepText(text, "v.yaml");
+  ASSERT_TRUE(ok.ok()) << FormatIssues(ok, false);
+  ASSERT_EQ(ok.jobs.size(), 4u);
+  EXPECT_EQ(ok.jobs[2].spec["loops"], 2);
+  EXPECT_EQ(ok.sweep_json["variants"].size(), 2u);
+
+  const char* bad =
+      "base: {data: d, num_layers: 4}\n"
+      "variants:\n"
+      "  - {loopz: 2}\n"
+      "  - {qat_bits: 4}\n"
+      "  - {mixer_pattern: AAS}\n"
+      "axes: {qat_bits: [4, 8]}\n";
+  SweepCheck c = CheckSweepText(bad, "v.yaml");
+  EXPECT_THAT(IssueFor(c, "variants[0].loopz").message, HasSubstr("loops"));
+  EXPECT_THAT(IssueFor(c, "variants[1].qat_bits").message, HasSubstr("is also an axis"));
+  EXPECT_EQ(IssueFor(c, "variants[1].qat_bits").pos.line, 4);
+  EXPECT_THAT(IssueFor(c, "variants[2].mixer_pattern").message, HasSubstr("num_layers = 4"));
+}
+
 TEST(SweepFileTest, ConsistencyUsesTheMergedSpec) {
   // mixer_pattern alone would not match the default 9 layers; with base's 4 it does.
   SweepCheck ok = CheckSweepText("base: {data: d, num_layers: 4}\naxes: {mixer_pattern: [AASS, SSSS]}\n", "a.yaml");
@@ -237,7 +264,8 @@ TEST(SweepFileTest, ClosestKey) {
 TEST(SweepFileTest, ShippedExamplesAreValid) {
   const char* src = std::getenv("CADDIE_SOURCE_DIR");
   ASSERT_NE(src, nullptr);
-  for (const char* name : {"depth_recurrence", "vocab_sizes", "qat_bits", "ssm_variants", "combined", "demo"}) {
+  for (const char* name : {"depth_recurrence", "vocab_sizes", "qat_bits", "ssm_variants", "combined", "demo",
+                           "full_size"}) {
     const std::string path = std::string(src) + "/examples/" + name + ".yaml";
     SweepCheck c = CheckSweepFile(path);
     EXPECT_TRUE(c.ok()) << FormatIssues(c, false);

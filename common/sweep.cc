@@ -15,8 +15,8 @@ using nlohmann::json;
 namespace {
 
 const std::set<std::string>& TopLevelKeys() {
-  static const std::set<std::string> k = {"base", "axes", "mode", "samples", "seed", "max_jobs",
-                                          "early_stopping"};
+  static const std::set<std::string> k = {"base", "axes", "variants", "mode", "samples", "seed",
+                                          "max_jobs", "early_stopping"};
   return k;
 }
 
@@ -178,11 +178,35 @@ absl::StatusOr<ExpandedSweep> ExpandSweep(const json& sweep) {
   if (!es.ok()) return es.status();
   out.early_stopping = *es;
 
+  // Variants: hand-picked configurations (e.g. baseline, 3x3 recurrence, QAT 4,
+  // an SSM hybrid) that no single grid expresses; the grid runs under each.
+  json variants = json::array({json::object()});
+  if (sweep.contains("variants")) {
+    const json& v = sweep["variants"];
+    if (!v.is_array() || v.empty()) {
+      return absl::InvalidArgumentError("sweep 'variants' must be a non-empty list of objects of trainer keys");
+    }
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!v[i].is_object()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("variants[", i, "] must be an object of trainer keys, got ", v[i].dump()));
+      }
+      for (auto it = v[i].begin(); it != v[i].end(); ++it) {
+        if (axes.contains(it.key())) {
+          return absl::InvalidArgumentError(absl::StrCat("variants[", i, "] sets '", it.key(),
+                                                         "', which is also an axis (set it in one place)"));
+        }
+      }
+    }
+    if (out.mode != "grid") return absl::InvalidArgumentError("'variants' only applies to mode: grid");
+    variants = v;
+  }
+
   if (out.mode == "grid") {
     if (sweep.contains("samples")) {
       return absl::InvalidArgumentError("'samples' only applies to mode: random");
     }
-    double total = 1;
+    double total = static_cast<double>(variants.size());
     std::vector<std::string> keys;
     for (auto it = axes.begin(); it != axes.end(); ++it) {
       if (!it.value().is_array() || it.value().empty()) {
@@ -198,14 +222,20 @@ absl::StatusOr<ExpandedSweep> ExpandSweep(const json& sweep) {
                                                      " (raise max_jobs or remove values)"));
     }
     std::vector<size_t> idx(keys.size(), 0);
+    size_t variant = 0;
     for (int64_t n = 0; n < static_cast<int64_t>(total); ++n) {
-      json params = json::object();
+      json params = variants[variant];
       for (size_t a = 0; a < keys.size(); ++a) params[keys[a]] = axes[keys[a]][idx[a]];
       out.jobs.push_back(MakeJob(static_cast<int>(n), std::move(params), base));
-      for (size_t a = keys.size(); a-- > 0;) {  // last axis fastest
-        if (++idx[a] < axes[keys[a]].size()) break;
+      bool carried = true;  // last axis fastest; variants slowest
+      for (size_t a = keys.size(); a-- > 0;) {
+        if (++idx[a] < axes[keys[a]].size()) {
+          carried = false;
+          break;
+        }
         idx[a] = 0;
       }
+      if (carried) ++variant;
     }
     return out;
   }

@@ -53,8 +53,10 @@ struct ExpandedSweep {
 // the bad key or value (unknown type, reduction_factor < 2, negative grace_steps).
 absl::StatusOr<EarlyStoppingConfig> ParseEarlyStopping(const nlohmann::json& sweep);
 
-// Expands `sweep` (a JSON object with "base", "axes", "mode", "samples", "seed",
-// "max_jobs", "early_stopping"). Returns InvalidArgument with a message naming the
+// Expands `sweep` (a JSON object with "base", "axes", "variants", "mode", "samples",
+// "seed", "max_jobs", "early_stopping"). Grid mode with `variants` (a list of
+// objects of trainer keys) runs the whole grid once per variant, variants
+// slowest; a variant's keys join the job's params and may not also be axes. Returns InvalidArgument with a message naming the
 // offending key/value when: not an object; base or axes not an object; unknown
 // top-level key; unknown mode; a grid axis that is not a non-empty list; a random
 // axis that is neither a non-empty list nor {choice|uniform|log_uniform|int_uniform: ...}

@@ -30,6 +30,30 @@ TEST(SweepTest, Grid3x3x2ExpandsTo18JobsLastAxisFastest) {
   EXPECT_EQ(e->jobs[5].index, 5);
 }
 
+TEST(SweepTest, VariantsRunTheGridOncePerVariantVariantsSlowest) {
+  json s = {{"base", {{"num_layers", 9}}},
+            {"variants", {json::object(), {{"unique_blocks", 3}, {"loops", 3}}, {{"mixer_pattern", "AASAAS"}}}},
+            {"axes", {{"qat_bits", {4, 8}}}}};
+  auto e = ExpandSweep(s);
+  ASSERT_TRUE(e.ok()) << e.status();
+  ASSERT_EQ(e->jobs.size(), 6u);
+  EXPECT_EQ(e->jobs[0].params, (json{{"qat_bits", 4}}));
+  EXPECT_EQ(e->jobs[1].params, (json{{"qat_bits", 8}}));
+  EXPECT_EQ(e->jobs[2].params, (json{{"unique_blocks", 3}, {"loops", 3}, {"qat_bits", 4}}));
+  EXPECT_EQ(e->jobs[5].params, (json{{"mixer_pattern", "AASAAS"}, {"qat_bits", 8}}));
+  EXPECT_EQ(e->jobs[3].spec["loops"], 3);
+  EXPECT_EQ(e->jobs[3].spec["num_layers"], 9);
+  EXPECT_FALSE(e->jobs[4].spec.contains("loops"));
+  // Without axes each variant is one job; the cap counts variants too.
+  json only = {{"variants", {{{"loops", 1}}, {{"loops", 2}}, {{"loops", 3}}}}};
+  auto o = ExpandSweep(only);
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->jobs.size(), 3u);
+  EXPECT_EQ(o->jobs[2].spec["loops"], 3);
+  only["max_jobs"] = 2;
+  EXPECT_EQ(ExpandSweep(only).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SweepTest, GridOverCapIsInvalidArgumentNamingTheCount) {
   json s = {{"axes", {{"x", {1, 2, 3}}, {"y", {1, 2, 3}}}}, {"max_jobs", 8}};
   auto e = ExpandSweep(s);
@@ -96,6 +120,10 @@ TEST(SweepTest, BadInputsNameTheProblem) {
       {{{"mode", "random"}, {"samples", 5}, {"max_jobs", 4}}, "samples = 5 is more than max_jobs = 4"},
       {{{"early_stopping", {{"type", "hyperband"}}}}, "early_stopping.type"},
       {{{"early_stopping", {{"type", "asha"}, {"reduction_factor", 1}}}}, "reduction_factor must be >= 2"},
+      {{{"variants", json::array()}}, "'variants' must be a non-empty list"},
+      {{{"variants", {1}}}, "variants[0] must be an object"},
+      {{{"variants", {{{"loops", 2}}}}, {"axes", {{"loops", {1, 2}}}}}, "variants[0] sets 'loops', which is also an axis"},
+      {{{"mode", "random"}, {"samples", 2}, {"variants", {{{"loops", 2}}}}}, "'variants' only applies to mode: grid"},
   };
   for (const auto& c : cases) {
     auto e = ExpandSweep(c.sweep);
