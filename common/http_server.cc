@@ -7,31 +7,9 @@
 #include <chrono>
 #include <type_traits>
 
+#include "common/str_cat.h"
 
 namespace caddie {
-namespace {
-
-// absl::StrCat does not take std::string_view here (Debian's Abseil has its own
-// string_view), so concatenate with a small local helper.
-inline void AppendOne(std::string* out, std::string_view s) { out->append(s); }
-inline void AppendOne(std::string* out, const char* s) { out->append(s); }
-inline void AppendOne(std::string* out, const std::string& s) { out->append(s); }
-template <typename N, typename = std::enable_if_t<std::is_integral_v<N>>>
-void AppendOne(std::string* out, N n) {
-  out->append(std::to_string(n));
-}
-template <typename... A>
-void AppendAll(std::string* out, const A&... a) {
-  (AppendOne(out, a), ...);
-}
-template <typename... A>
-std::string Cat(const A&... a) {
-  std::string s;
-  AppendAll(&s, a...);
-  return s;
-}
-}  // namespace
-
 
 absl::Status ParseHostPort(std::string_view address, std::string* host, int* port) {
   const size_t colon = address.rfind(':');

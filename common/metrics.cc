@@ -9,29 +9,10 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_join.h"
+#include "common/str_cat.h"
 
 namespace caddie::metrics {
 namespace {
-
-// absl::StrCat does not take std::string_view here (Debian's Abseil has its own
-// string_view), so concatenate with a small local helper.
-inline void AppendOne(std::string* out, std::string_view s) { out->append(s); }
-inline void AppendOne(std::string* out, const char* s) { out->append(s); }
-inline void AppendOne(std::string* out, const std::string& s) { out->append(s); }
-template <typename N, typename = std::enable_if_t<std::is_integral_v<N>>>
-void AppendOne(std::string* out, N n) {
-  out->append(std::to_string(n));
-}
-template <typename... A>
-void AppendAll(std::string* out, const A&... a) {
-  (AppendOne(out, a), ...);
-}
-template <typename... A>
-std::string Cat(const A&... a) {
-  std::string s;
-  AppendAll(&s, a...);
-  return s;
-}
 
 bool IsMetricName(std::string_view s) {
   if (s.empty()) return false;
