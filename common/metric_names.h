@@ -99,6 +99,10 @@ inline constexpr MetricDef kWorkerHeartbeatAge{
     "Seconds since the worker's last heartbeat.", "worker"};
 inline constexpr MetricDef kWorkerGpus{"caddie_worker_gpus", MetricType::kGauge,
                                        "GPUs of each worker, busy or free.", "worker,state"};
+// Per registered worker: 1 while it is drained (no new work is leased to it;
+// `caddie workers` shows why), else 0. The CaddieWorkerDrained alert reads it.
+inline constexpr MetricDef kWorkerDrained{"caddie_worker_drained", MetricType::kGauge,
+                                          "1 while the worker is drained, else 0.", "worker"};
 
 // Per running job (labels sweep_id, job_id), from the trainer events the
 // controller receives. Set on each step/val event; Remove({sweep_id, job_id})
@@ -170,7 +174,7 @@ inline constexpr const MetricDef* kControllerMetrics[] = {
     &kJobs,           &kJobsFinished,       &kQueueDepth,          &kPendingJobs,
     &kLeaseLatency,   &kLeasesExpired,      &kStaleReportsRejected, &kGrpcServerCalls,
     &kGrpcServerErrors, &kSqliteTransaction, &kWorkers,            &kWorkerHeartbeatAge,
-    &kWorkerGpus,     &kJobStep,            &kJobTrainLoss,        &kJobValBpb,
+    &kWorkerGpus,     &kWorkerDrained,      &kJobStep,            &kJobTrainLoss,        &kJobValBpb,
     &kJobTokensPerSecond, &kJobGpuMemory,   &kJobElapsed,          &kJobBudget,
     &kLeaderboardValBpb, &kLeaderboardArtifactBytes};
 inline constexpr const MetricDef* kWorkerMetrics[] = {

@@ -72,6 +72,10 @@ int main(int argc, char** argv) {
                  "Consecutive infrastructure failures that drain a worker (0 = never)");
   app.add_option("--retry-avoid", o.scheduler.retry_avoid_seconds,
                  "Seconds a retried job avoids the worker it failed on");
+  app.add_option("--silence-limit", o.scheduler.silence_limit_seconds,
+                 "Seconds without a trainer event before a leased job is killed and failed with no_progress "
+                 "(0 = per job: train + eval budget + 2 x grace + 60 s)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");
   app.add_option("--shutdown-grace", shutdown_grace,

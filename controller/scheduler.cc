@@ -68,6 +68,7 @@ struct Scheduler::Metrics {
         workers(r->AddGauge(metric_names::kWorkers).value()),
         heartbeat_age(r->AddGauge(metric_names::kWorkerHeartbeatAge).value()),
         worker_gpus(r->AddGauge(metric_names::kWorkerGpus).value()),
+        worker_drained(r->AddGauge(metric_names::kWorkerDrained).value()),
         job_step(r->AddGauge(metric_names::kJobStep).value()),
         job_loss(r->AddGauge(metric_names::kJobTrainLoss).value()),
         job_val(r->AddGauge(metric_names::kJobValBpb).value()),
@@ -100,6 +101,7 @@ struct Scheduler::Metrics {
   metrics::GaugeFamily* workers;
   metrics::GaugeFamily* heartbeat_age;
   metrics::GaugeFamily* worker_gpus;
+  metrics::GaugeFamily* worker_drained;
   metrics::GaugeFamily *job_step, *job_loss, *job_val, *job_tps, *job_mem, *job_elapsed, *job_budget;
   metrics::GaugeFamily *lb_val, *lb_bytes;
 };
@@ -615,6 +617,7 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
     metrics_->heartbeat_age->WithLabels({id}).Set(age);
     metrics_->worker_gpus->WithLabels({id, "free"}).Set(w.gpus_free);
     metrics_->worker_gpus->WithLabels({id, "busy"}).Set(std::max(0, w.gpus_total - w.gpus_free));
+    metrics_->worker_drained->WithLabels({id}).Set(w.drained ? 1 : 0);
     if (w.drained) {
       ++drained;
       continue;

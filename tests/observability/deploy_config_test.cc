@@ -61,7 +61,7 @@ TEST(PrometheusConfigTest, PromtoolCheckRulesPasses) {
   const CommandResult r =
       RunCommand({"promtool", "check", "rules", (Deploy() / "prometheus/alerts.yml").string()});
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_THAT(r.output, HasSubstr("SUCCESS: 6 rules found"));
+  EXPECT_THAT(r.output, HasSubstr("SUCCESS: 7 rules found"));
 }
 
 TEST(PrometheusConfigTest, AlertRulesCoverTheRequiredConditions) {
@@ -76,7 +76,7 @@ TEST(PrometheusConfigTest, AlertRulesCoverTheRequiredConditions) {
     }
   }
   for (const char* want : {"CaddieControllerDown", "CaddieQueueStuck", "CaddieWorkerHeartbeatLost",
-                           "CaddieJobFailureRate"}) {
+                           "CaddieJobFailureRate", "CaddieWorkerDrained"}) {
     EXPECT_THAT(alerts, Contains(want));
   }
 }
