@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -22,6 +24,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -74,6 +77,34 @@ inline absl::StatusOr<RunResult> RunToExit(const std::vector<std::string>& argv,
   RunResult r{*st, ReadAll(log)};
   std::filesystem::remove(log);
   return r;
+}
+
+// Polls `pred` every 20 ms until it holds or `timeout` passes; its last answer.
+inline bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pred();
+}
+
+// GET http://HOST:PORT/metrics; "" when it does not answer 200.
+inline std::string ScrapeMetrics(const std::string& host_port) {
+  const size_t colon = host_port.rfind(':');
+  if (colon == std::string::npos) return "";
+  httplib::Client http(host_port.substr(0, colon), std::stoi(host_port.substr(colon + 1)));
+  auto res = http.Get("/metrics");
+  return res && res->status == 200 ? res->body : std::string();
+}
+
+// The value of one series (`name{labels}` as exposed) in Prometheus text; NaN when absent.
+inline double SeriesValue(const std::string& text, const std::string& series) {
+  const std::string key = series + " ";
+  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
+    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + key.size()));
+  }
+  return std::nan("");
 }
 
 // Waits until `log` contains a match of `re`; returns group 1 of the match.

@@ -10,7 +10,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <filesystem>
 #include <functional>
 #include <latch>
@@ -23,7 +22,6 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -38,6 +36,8 @@ namespace {
 namespace fs = std::filesystem;
 using caddie::testing::Client;
 using caddie::testing_support::Process;
+using reliability::SeriesValue;
+using reliability::WaitUntil;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
@@ -45,28 +45,9 @@ using namespace std::chrono_literals;
 constexpr char kUser[] = "sched-user";
 constexpr char kWorker[] = "sched-worker";
 
-// Polls `pred` every 20 ms until it holds or `timeout` passes.
-bool WaitUntil(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
-  const auto end = Clock::now() + timeout;
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(20ms);
-  }
-  return pred();
-}
-
 bool Terminal(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_OVER_BUDGET ||
          s == v1::JOB_STATE_CANCELLED;
-}
-
-// The value of one series ("name{labels}") in Prometheus text, NaN when absent.
-double SeriesValue(const std::string& text, const std::string& series) {
-  const std::string key = series + " ";
-  for (size_t at = text.find(key); at != std::string::npos; at = text.find(key, at + 1)) {
-    if (at == 0 || text[at - 1] == '\n') return std::stod(text.substr(at + key.size()));
-  }
-  return std::nan("");
 }
 
 class SchedulerBehaviours : public ::testing::Test {
@@ -179,13 +160,7 @@ class SchedulerBehaviours : public ::testing::Test {
     return n;
   }
 
-  std::string Metrics() {
-    const std::string addr = controller_->http_address();
-    if (addr.find(':') == std::string::npos) return "";
-    httplib::Client http(addr.substr(0, addr.rfind(':')), std::stoi(addr.substr(addr.rfind(':') + 1)));
-    auto res = http.Get("/metrics");
-    return res && res->status == 200 ? res->body : std::string();
-  }
+  std::string Metrics() { return reliability::ScrapeMetrics(controller_->http_address()); }
   // Waits until the series has `want` (the controller refreshes gauges every tick).
   bool WaitMetric(const std::string& series, double want, std::chrono::milliseconds timeout = 10s) {
     return WaitUntil([&] { return SeriesValue(Metrics(), series) == want; }, timeout);
