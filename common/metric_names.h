@@ -152,6 +152,15 @@ inline constexpr MetricDef kWorkerRunningJobs{"caddie_worker_running_jobs", Metr
 inline constexpr MetricDef kWorkerSpooledResults{
     "caddie_worker_spooled_results", MetricType::kGauge,
     "Results in the local spool not yet acknowledged by the controller.", ""};
+// Spool writes that failed (disk full, I/O error): the message was held in
+// memory instead (sent all the same, written once the disk takes it).
+inline constexpr MetricDef kWorkerSpoolWriteFailures{
+    "caddie_worker_spool_write_failures_total", MetricType::kCounter,
+    "Spool writes that failed (disk full, I/O error); the message was held in memory.", ""};
+// Messages the spool holds in memory only, waiting for the disk to take them.
+inline constexpr MetricDef kWorkerSpoolHeld{
+    "caddie_worker_spool_held_messages", MetricType::kGauge,
+    "Unacknowledged messages held in memory because the spool could not write them.", ""};
 // Trainer runs that ended, by exit reason (ExitReason enum, lower case,
 // without the prefix: completed, time_budget, terminated, time_limit_killed,
 // eval_limit_killed, crashed).
@@ -179,6 +188,7 @@ inline constexpr const MetricDef* kControllerMetrics[] = {
     &kLeaderboardValBpb, &kLeaderboardArtifactBytes};
 inline constexpr const MetricDef* kWorkerMetrics[] = {
     &kWorkerLocalGpus, &kWorkerRunningJobs, &kWorkerSpooledResults,
-    &kWorkerTrainerExits, &kGrpcClientCalls, &kGrpcClientErrors};
+    &kWorkerSpoolWriteFailures, &kWorkerSpoolHeld, &kWorkerTrainerExits,
+    &kGrpcClientCalls, &kGrpcClientErrors};
 
 }  // namespace caddie::metric_names

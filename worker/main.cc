@@ -61,6 +61,10 @@ int main(int argc, char** argv) {
       ->default_val(0.5);
   app.add_option("--silence-limit", o.runner.silence_seconds,
                  "kill a trainer silent this many seconds (default: max(train, eval budget) + grace)");
+  app.add_option("--spool-memory-limit", o.spool_memory_limit_bytes,
+                 "bytes of unacknowledged results held in memory while the spool's disk refuses writes; "
+                 "past it a run that adds more is stopped (infra error)")
+      ->default_val(o.spool_memory_limit_bytes);
   app.add_option("--http-listen,--http", o.http_listen, "/metrics and /healthz address (\"\" = off)")->default_val("127.0.0.1:0");
   app.add_option("--nvidia-smi", nvidia_smi, "nvidia-smi to query for GPUs");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->default_val("info");

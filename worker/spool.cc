@@ -61,6 +61,7 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Open(std::string dir) {
     ss << in.rdbuf();
     SpoolRecord r;
     r.id = id;
+    r.bytes = static_cast<size_t>(ss.tellp());
     bool parsed = false;
     if (ext == kEventsExt) {
       caddie::v1::ReportEventsRequest m;
@@ -91,15 +92,15 @@ std::string Spool::PathOf(const SpoolRecord& r) const {
   return absl::StrCat(dir_, "/", absl::StrFormat("%020d", r.id), r.is_completion() ? kCompleteExt : kEventsExt);
 }
 
-absl::StatusOr<uint64_t> Spool::Append(SpoolMessage message) {
-  // Ids are handed out and files written under the lock so that the file order
-  // on disk always matches the order in memory.
-  absl::MutexLock l(&mu_);
-  SpoolRecord r;
-  r.id = next_id_;
-  r.message = std::move(message);
+namespace {
+std::string Serialize(const SpoolMessage& m) {
   std::string bytes;
-  std::visit([&](const auto& m) { m.SerializeToString(&bytes); }, r.message);
+  std::visit([&](const auto& v) { v.SerializeToString(&bytes); }, m);
+  return bytes;
+}
+}  // namespace
+
+absl::Status Spool::WriteLocked(const SpoolRecord& r, const std::string& bytes) {
   const std::string path = PathOf(r);
   const std::string tmp = path + ".tmp";
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -109,7 +110,7 @@ absl::StatusOr<uint64_t> Spool::Append(SpoolMessage message) {
     const ssize_t n = write(fd, bytes.data() + off, bytes.size() - off);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      const int e = errno;
+      const int e = n == 0 ? ENOSPC : errno;
       close(fd);
       unlink(tmp.c_str());
       return absl::InternalError(absl::StrCat("spool: write ", tmp, ": ", std::strerror(e)));
@@ -128,10 +129,63 @@ absl::StatusOr<uint64_t> Spool::Append(SpoolMessage message) {
     unlink(tmp.c_str());
     return absl::InternalError(absl::StrCat("spool: rename ", tmp, ": ", std::strerror(e)));
   }
-  if (absl::Status s = FsyncPath(dir_, O_RDONLY | O_DIRECTORY); !s.ok()) return s;
-  ++next_id_;
+  return FsyncPath(dir_, O_RDONLY | O_DIRECTORY);
+}
+
+absl::Status Spool::FlushLocked() {
+  for (auto& r : records_) {
+    if (r.durable) continue;
+    if (absl::Status s = WriteLocked(r, Serialize(r.message)); !s.ok()) return s;
+    r.durable = true;
+    --held_;
+    held_bytes_ -= r.bytes;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Spool::Flush() {
+  absl::MutexLock l(&mu_);
+  return FlushLocked();
+}
+
+Spool::Appended Spool::Append(SpoolMessage message) {
+  // Ids are handed out and files written under the lock so that the file order
+  // on disk always matches the order in memory.
+  absl::MutexLock l(&mu_);
+  SpoolRecord r;
+  r.id = next_id_++;
+  r.message = std::move(message);
+  const std::string bytes = Serialize(r.message);
+  r.bytes = bytes.size();
+  Appended out{r.id, absl::OkStatus()};
+  // Older held records go first, or a restart could replay this one without them.
+  out.write_error = FlushLocked();
+  if (out.write_error.ok()) out.write_error = WriteLocked(r, bytes);
+  if (!out.write_error.ok()) {
+    r.durable = false;
+    ++held_;
+    held_bytes_ += r.bytes;
+  }
   records_.push_back(std::move(r));
-  return records_.back().id;
+  return out;
+}
+
+size_t Spool::held() const {
+  absl::MutexLock l(&mu_);
+  return held_;
+}
+
+size_t Spool::held_bytes() const {
+  absl::MutexLock l(&mu_);
+  return held_bytes_;
+}
+
+void Spool::ForgetLocked(std::vector<SpoolRecord>::iterator it) {
+  if (!it->durable) {
+    --held_;
+    held_bytes_ -= it->bytes;
+  }
+  records_.erase(it);
 }
 
 std::optional<SpoolRecord> Spool::Front() const {
@@ -155,10 +209,10 @@ absl::Status Spool::Remove(uint64_t id) {
   auto it = std::find_if(records_.begin(), records_.end(), [&](const auto& r) { return r.id == id; });
   if (it == records_.end()) return absl::OkStatus();
   const std::string path = PathOf(*it);
-  if (unlink(path.c_str()) != 0 && errno != ENOENT) {
+  if (it->durable && unlink(path.c_str()) != 0 && errno != ENOENT) {
     return absl::InternalError(absl::StrCat("spool: remove ", path, ": ", std::strerror(errno)));
   }
-  records_.erase(it);
+  ForgetLocked(it);
   return absl::OkStatus();
 }
 
@@ -167,8 +221,10 @@ int Spool::RemoveJob(const std::string& job_id) {
   int n = 0;
   for (auto it = records_.begin(); it != records_.end();) {
     if (it->job_id() == job_id) {
-      unlink(PathOf(*it).c_str());
-      it = records_.erase(it);
+      if (it->durable) unlink(PathOf(*it).c_str());
+      const size_t at = static_cast<size_t>(it - records_.begin());
+      ForgetLocked(it);
+      it = records_.begin() + static_cast<std::ptrdiff_t>(at);
       ++n;
     } else {
       ++it;

@@ -9,6 +9,12 @@
 // ("00000000000000000042.events"), so order survives restarts and a torn write
 // leaves only a "*.tmp" file, which Open deletes.
 //
+// A full disk (or any write error) loses nothing the worker accepted: the
+// record is held in memory, in order, still sent by the sender, and written by
+// Flush() once the disk takes it. Records after a held one are held too, so the
+// files on disk are always the oldest records (a restart replays a prefix).
+// Only held records die with the process. The worker bounds how much it holds.
+//
 // Thread-safe: all methods may be called from any thread.
 #pragma once
 
@@ -32,6 +38,8 @@ using SpoolMessage = std::variant<caddie::v1::ReportEventsRequest, caddie::v1::C
 struct SpoolRecord {
   uint64_t id = 0;  // increasing; the replay order
   SpoolMessage message;
+  bool durable = true;  // false: held in memory only, not yet written
+  size_t bytes = 0;     // serialized size
 
   const std::string& job_id() const;
   bool is_completion() const { return message.index() == 1; }
@@ -44,8 +52,18 @@ class Spool {
   // that does not parse is renamed to "*.bad" and skipped, so it cannot block replay.
   static absl::StatusOr<std::unique_ptr<Spool>> Open(std::string dir);
 
-  // Durably appends a record; returns its id. Internal (naming the file) on I/O errors.
-  absl::StatusOr<uint64_t> Append(SpoolMessage message);
+  struct Appended {
+    uint64_t id = 0;
+    absl::Status write_error;  // OK: on disk. Else why the record is held in memory.
+  };
+  // Appends a record, durably when the disk takes it. Never drops it: on a write
+  // error (Internal, naming the file) it is held in memory until Flush() writes it.
+  Appended Append(SpoolMessage message);
+  // Writes held records, oldest first. OK once none is held; else the first error.
+  absl::Status Flush();
+  // Records (and their bytes) held in memory because the disk did not take them.
+  size_t held() const;
+  size_t held_bytes() const;
 
   // The oldest record, if any.
   std::optional<SpoolRecord> Front() const;
@@ -64,12 +82,18 @@ class Spool {
  private:
   explicit Spool(std::string dir) : dir_(std::move(dir)) {}
   std::string PathOf(const SpoolRecord& r) const;
+  // Writes one record's file (tmp, fsync, rename, directory fsync).
+  absl::Status WriteLocked(const SpoolRecord& r, const std::string& bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetLocked(std::vector<SpoolRecord>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string dir_;  // constant after construction
 
   mutable absl::Mutex mu_;
   std::vector<SpoolRecord> records_ ABSL_GUARDED_BY(mu_);  // ordered by id
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  size_t held_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace caddie::worker

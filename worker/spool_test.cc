@@ -41,9 +41,9 @@ TEST(SpoolTest, RecordsSurviveReopenInOrder) {
   {
     auto s = Spool::Open(dir.string());
     ASSERT_TRUE(s.ok()) << s.status();
-    ASSERT_TRUE((*s)->Append(Batch("j1", 1, 3)).ok());
-    ASSERT_TRUE((*s)->Append(Batch("j1", 4, 2)).ok());
-    ASSERT_TRUE((*s)->Append(Done("j1")).ok());
+    ASSERT_TRUE((*s)->Append(Batch("j1", 1, 3)).write_error.ok());
+    ASSERT_TRUE((*s)->Append(Batch("j1", 4, 2)).write_error.ok());
+    ASSERT_TRUE((*s)->Append(Done("j1")).write_error.ok());
   }
   auto s = Spool::Open(dir.string());
   ASSERT_TRUE(s.ok()) << s.status();
@@ -56,8 +56,8 @@ TEST(SpoolTest, RecordsSurviveReopenInOrder) {
   EXPECT_EQ(list[2].job_id(), "j1");
   // New ids continue after the old ones.
   auto id = (*s)->Append(Batch("j2", 1, 1));
-  ASSERT_TRUE(id.ok());
-  EXPECT_GT(*id, list[2].id);
+  ASSERT_TRUE(id.write_error.ok());
+  EXPECT_GT(id.id, list[2].id);
 }
 
 TEST(SpoolTest, RemoveIsDurableAndIdempotent) {
@@ -66,23 +66,23 @@ TEST(SpoolTest, RemoveIsDurableAndIdempotent) {
   ASSERT_TRUE(s.ok());
   auto a = (*s)->Append(Batch("j1", 1, 1));
   auto b = (*s)->Append(Batch("j1", 2, 1));
-  ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE((*s)->Remove(*a).ok());
-  ASSERT_TRUE((*s)->Remove(*a).ok());
-  EXPECT_EQ((*s)->Front()->id, *b);
+  ASSERT_TRUE(a.write_error.ok() && b.write_error.ok());
+  ASSERT_TRUE((*s)->Remove(a.id).ok());
+  ASSERT_TRUE((*s)->Remove(a.id).ok());
+  EXPECT_EQ((*s)->Front()->id, b.id);
   auto again = Spool::Open(dir.string());
   ASSERT_TRUE(again.ok());
   ASSERT_EQ((*again)->size(), 1u);
-  EXPECT_EQ((*again)->Front()->id, *b);
+  EXPECT_EQ((*again)->Front()->id, b.id);
 }
 
 TEST(SpoolTest, RemoveJobDropsOnlyThatJob) {
   const fs::path dir = FreshDir("removejob");
   auto s = Spool::Open(dir.string());
   ASSERT_TRUE(s.ok());
-  ASSERT_TRUE((*s)->Append(Batch("j1", 1, 1)).ok());
-  ASSERT_TRUE((*s)->Append(Batch("j2", 1, 1)).ok());
-  ASSERT_TRUE((*s)->Append(Done("j1")).ok());
+  ASSERT_TRUE((*s)->Append(Batch("j1", 1, 1)).write_error.ok());
+  ASSERT_TRUE((*s)->Append(Batch("j2", 1, 1)).write_error.ok());
+  ASSERT_TRUE((*s)->Append(Done("j1")).write_error.ok());
   EXPECT_EQ((*s)->RemoveJob("j1"), 2);
   ASSERT_EQ((*s)->size(), 1u);
   EXPECT_EQ((*s)->Front()->job_id(), "j2");
@@ -93,7 +93,7 @@ TEST(SpoolTest, TornAndCorruptFilesDoNotBlockReplay) {
   {
     auto s = Spool::Open(dir.string());
     ASSERT_TRUE(s.ok());
-    ASSERT_TRUE((*s)->Append(Batch("j1", 1, 1)).ok());
+    ASSERT_TRUE((*s)->Append(Batch("j1", 1, 1)).write_error.ok());
   }
   std::ofstream(dir / "00000000000000000002.events.tmp") << "half";
   std::ofstream(dir / "00000000000000000003.complete") << "\xff\xff\xff garbage";
@@ -102,6 +102,82 @@ TEST(SpoolTest, TornAndCorruptFilesDoNotBlockReplay) {
   ASSERT_EQ((*s)->size(), 1u);
   EXPECT_FALSE(fs::exists(dir / "00000000000000000002.events.tmp"));
   EXPECT_TRUE(fs::exists(dir / "00000000000000000003.complete.bad"));
+}
+
+// A disk that refuses writes (here: the spool directory replaced by a file, so
+// every create fails) loses nothing: records are held in memory in order, and
+// written once the directory is back — then a reopened spool has all of them.
+TEST(SpoolTest, RefusedWritesAreHeldInOrderAndWrittenWhenTheDiskIsBack) {
+  const fs::path dir = FreshDir("refused");
+  auto s = Spool::Open(dir.string());
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE((*s)->Append(Batch("j1", 1, 2)).write_error.ok());
+  const fs::path away = dir.string() + ".away";
+  fs::rename(dir, away);
+  std::ofstream(dir) << "not a directory";
+  const auto held1 = (*s)->Append(Batch("j1", 3, 2));
+  const auto held2 = (*s)->Append(Done("j1"));
+  EXPECT_EQ(held1.write_error.code(), absl::StatusCode::kInternal);
+  EXPECT_NE(held1.write_error.message().find("Not a directory"), std::string::npos) << held1.write_error;
+  EXPECT_FALSE(held2.write_error.ok());
+  EXPECT_EQ((*s)->held(), 2u);
+  EXPECT_GT((*s)->held_bytes(), 0u);
+  // Still in the queue, in order, for the sender.
+  auto list = (*s)->List();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_TRUE(list[0].durable);
+  EXPECT_FALSE(list[1].durable);
+  EXPECT_EQ(list[1].id, held1.id);
+  EXPECT_EQ(list[2].id, held2.id);
+  EXPECT_FALSE((*s)->Flush().ok());
+  EXPECT_EQ((*s)->held(), 2u);
+
+  fs::remove(dir);
+  fs::rename(away, dir);
+  ASSERT_TRUE((*s)->Flush().ok());
+  EXPECT_EQ((*s)->held(), 0u);
+  EXPECT_EQ((*s)->held_bytes(), 0u);
+  auto again = Spool::Open(dir.string());
+  ASSERT_TRUE(again.ok()) << again.status();
+  list = (*again)->List();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(std::get<0>(list[0].message).events(0).seq(), 1);
+  EXPECT_EQ(std::get<0>(list[1].message).events(0).seq(), 3);
+  EXPECT_TRUE(list[2].is_completion());
+}
+
+// A record acknowledged while held is simply forgotten; a record appended while
+// older ones are held is held too (a restart must replay a prefix, not a gap).
+TEST(SpoolTest, HeldRecordsKeepTheDiskAPrefix) {
+  const fs::path dir = FreshDir("prefix");
+  auto s = Spool::Open(dir.string());
+  ASSERT_TRUE(s.ok()) << s.status();
+  const fs::path away = dir.string() + ".away";
+  fs::rename(dir, away);
+  std::ofstream(dir) << "x";
+  const auto a = (*s)->Append(Batch("j1", 1, 1));
+  ASSERT_FALSE(a.write_error.ok());
+  fs::remove(dir);
+  fs::rename(away, dir);
+  // The disk is back: the new record is written only after the held one.
+  const auto b = (*s)->Append(Batch("j1", 2, 1));
+  EXPECT_TRUE(b.write_error.ok());
+  EXPECT_EQ((*s)->held(), 0u);
+  EXPECT_TRUE(fs::exists(dir / "00000000000000000001.events"));
+  EXPECT_TRUE(fs::exists(dir / "00000000000000000002.events"));
+  // Held, then acknowledged before the disk came back: nothing left behind.
+  fs::rename(dir, away);
+  std::ofstream(dir) << "x";
+  const auto c = (*s)->Append(Batch("j2", 1, 1));
+  ASSERT_FALSE(c.write_error.ok());
+  ASSERT_TRUE((*s)->Remove(c.id).ok());
+  EXPECT_EQ((*s)->held(), 0u);
+  EXPECT_EQ((*s)->held_bytes(), 0u);
+  EXPECT_EQ((*s)->RemoveJob("j1"), 2);
+  fs::remove(dir);
+  fs::rename(away, dir);
+  EXPECT_TRUE((*s)->Flush().ok());
+  EXPECT_EQ((*s)->size(), 0u);
 }
 
 TEST(SpoolTest, UncreatableDirectoryIsInternal) {

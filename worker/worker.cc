@@ -116,17 +116,22 @@ void Worker::SetupMetrics() {
   auto running = registry_.AddGauge(mn::kWorkerRunningJobs);
   auto spooled = registry_.AddGauge(mn::kWorkerSpooledResults);
   auto exits = registry_.AddCounter(mn::kWorkerTrainerExits);
+  auto spool_failures = registry_.AddCounter(mn::kWorkerSpoolWriteFailures);
+  auto held = registry_.AddGauge(mn::kWorkerSpoolHeld);
   auto calls = registry_.AddCounter(mn::kGrpcClientCalls);
   auto errors = registry_.AddCounter(mn::kGrpcClientErrors);
   // The definitions are constants of ours: a failure here is a programming error.
-  if (!gpus.ok() || !running.ok() || !spooled.ok() || !exits.ok() || !calls.ok() || !errors.ok()) {
+  if (!gpus.ok() || !running.ok() || !spooled.ok() || !exits.ok() || !calls.ok() || !errors.ok() ||
+      !spool_failures.ok() || !held.ok()) {
     spdlog::critical("worker metrics do not register; check common/metric_names.h");
     std::abort();
   }
   jobs_finished_ = *exits;
   rpc_calls_ = *calls;
   rpc_errors_ = *errors;
-  registry_.AddCollectHook([this, gpus = *gpus, running = *running, spooled = *spooled] {
+  spool_write_failures_ = *spool_failures;
+  spool_write_failures_->WithLabels({});
+  registry_.AddCollectHook([this, gpus = *gpus, running = *running, spooled = *spooled, held = *held] {
     absl::MutexLock l(&mu_);
     const int free = static_cast<int>(free_gpus_.size());
     gpus->WithLabels({"free"}).Set(free);
@@ -135,6 +140,7 @@ void Worker::SetupMetrics() {
     for (const auto& [id, j] : jobs_) n += j.done ? 0 : 1;
     running->WithLabels({}).Set(n);
     spooled->WithLabels({}).Set(static_cast<double>(spool_->size()));
+    held->WithLabels({}).Set(static_cast<double>(spool_->held()));
   });
 }
 
@@ -322,13 +328,38 @@ void Worker::OnEvents(const caddie::v1::LeaseRef& lease, std::vector<caddie::v1:
   req.set_worker_id(worker_id());
   *req.mutable_lease() = lease;
   for (auto& e : events) *req.add_events() = std::move(e);
-  auto id = spool_->Append(std::move(req));
-  if (!id.ok()) {
-    spdlog::error("job {}: cannot spool events: {}", lease.job_id(), id.status().ToString());
-    return;
-  }
+  // Held in memory when the disk refuses it: the sender delivers it either way.
+  const Spool::Appended a = spool_->Append(std::move(req));
+  OnSpoolWriteError(lease.job_id(), a.write_error, /*may_stop=*/true);
   absl::MutexLock l(&send_mu_);
   send_wake_ = true;
+}
+
+void Worker::OnSpoolWriteError(const std::string& job_id, const absl::Status& error, bool may_stop) {
+  if (error.ok()) {
+    if (spool_failing_.exchange(false)) spdlog::info("spool: writing to disk again");
+    return;
+  }
+  spool_write_failures_->WithLabels({}).Inc();
+  const size_t held = spool_->held(), bytes = spool_->held_bytes();
+  if (!spool_failing_.exchange(true)) {
+    spdlog::error("{}; holding {} message(s) ({} bytes) in memory, sending them to the controller and "
+                  "retrying the disk",
+                  std::string(error.message()), held, bytes);
+  }
+  if (!may_stop || bytes <= options_.spool_memory_limit_bytes) return;
+  // The disk is still refusing and the controller is not taking the backlog:
+  // stop the run rather than hold without bound. What was held stays held.
+  const std::string why =
+      absl::StrCat("worker spool cannot write to disk (", error.message(), ") and holds ", bytes,
+                   " bytes of unacknowledged results in memory (limit ", options_.spool_memory_limit_bytes,
+                   "); run stopped");
+  absl::MutexLock l(&mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end() || it->second.done || spool_stopped_.count(job_id)) return;
+  spdlog::error("job {}: {}", job_id, why);
+  spool_stopped_[job_id] = why;
+  it->second.runner->Cancel(why);
 }
 
 void Worker::OnFinished(const caddie::v1::LeaseRef& lease, JobOutcome outcome, const std::vector<int>& gpus,
@@ -338,6 +369,19 @@ void Worker::OnFinished(const caddie::v1::LeaseRef& lease, JobOutcome outcome, c
     outcome.state = caddie::v1::JOB_STATE_FAILED;
     outcome.exit_reason = caddie::v1::EXIT_REASON_INFRA_ERROR;
     outcome.infra_failure = true;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    auto it = spool_stopped_.find(lease.job_id());
+    if (it != spool_stopped_.end()) {
+      // Stopped by us for the spool (see OnSpoolWriteError): the node's fault, retryable.
+      if (outcome.state == caddie::v1::JOB_STATE_CANCELLED && outcome.message == it->second) {
+        outcome.state = caddie::v1::JOB_STATE_FAILED;
+        outcome.exit_reason = caddie::v1::EXIT_REASON_INFRA_ERROR;
+        outcome.infra_failure = true;
+      }
+      spool_stopped_.erase(it);
+    }
   }
   jobs_finished_->WithLabels({EnumLabel(caddie::v1::ExitReason_Name(outcome.exit_reason), "EXIT_REASON_")}).Inc();
   spdlog::info("job {}: {} ({}){}{}", lease.job_id(), caddie::v1::JobState_Name(outcome.state),
@@ -354,8 +398,8 @@ void Worker::OnFinished(const caddie::v1::LeaseRef& lease, JobOutcome outcome, c
     req.set_message(outcome.message);
     *req.mutable_result() = outcome.result;
     req.set_infra_failure(outcome.infra_failure);
-    auto id = spool_->Append(std::move(req));
-    if (!id.ok()) spdlog::error("job {}: cannot spool completion: {}", lease.job_id(), id.status().ToString());
+    const Spool::Appended a = spool_->Append(std::move(req));
+    OnSpoolWriteError(lease.job_id(), a.write_error, /*may_stop=*/false);
   }
   {
     absl::MutexLock l(&mu_);
@@ -459,7 +503,15 @@ void Worker::SenderLoop() {
   uint64_t last_id = 0;
   const auto drain_grace = std::chrono::seconds(5);
   std::optional<Clock::time_point> stop_at;
+  auto next_flush = Clock::now();
   while (true) {
+    // Messages held in memory (the disk refused them): try the disk again.
+    if (spool_->held() > 0 && Clock::now() >= next_flush) {
+      next_flush = Clock::now() + std::chrono::milliseconds(200);
+      if (spool_->Flush().ok() && spool_failing_.exchange(false)) {
+        spdlog::info("spool: writing to disk again; held messages written");
+      }
+    }
     if (sender_stop_.load() && !stop_at) stop_at = Clock::now();
     if (stop_at && (spool_->size() == 0 || Clock::now() - *stop_at > drain_grace)) return;
     std::optional<SpoolRecord> rec = spool_->Front();

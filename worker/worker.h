@@ -48,6 +48,9 @@ struct WorkerOptions {
   double lease_interval_s = 0.5;    // how often to ask for work while capacity is free
   double rpc_timeout_s = 5;
   std::string http_listen;       // /metrics + /healthz ("" = off)
+  // Unacknowledged messages the spool may hold in memory while the disk refuses
+  // writes; past it, a run that adds more is stopped (FAILED, infra error).
+  size_t spool_memory_limit_bytes = size_t{64} << 20;
   RunnerConfig runner;
 };
 
@@ -91,6 +94,9 @@ class Worker {
   // Reports the outcome (via the spool) and frees the job's GPUs / CPU slot.
   void OnFinished(const caddie::v1::LeaseRef& lease, JobOutcome outcome, const std::vector<int>& gpus,
                   bool cpu_slot);
+  // A spool write failed: count, log once per episode, and stop the job's run
+  // when `may_stop` and the memory held is past the limit.
+  void OnSpoolWriteError(const std::string& job_id, const absl::Status& error, bool may_stop);
   void CancelJob(const std::string& job_id, const std::string& reason, bool early_stopped);
   void AbandonJob(const std::string& job_id);
   void ReapFinished();
@@ -113,6 +119,8 @@ class Worker {
   metrics::CounterFamily* jobs_finished_ = nullptr;  // by exit reason
   metrics::CounterFamily* rpc_calls_ = nullptr;
   metrics::CounterFamily* rpc_errors_ = nullptr;
+  metrics::CounterFamily* spool_write_failures_ = nullptr;
+  std::atomic<bool> spool_failing_{false};  // the last spool write failed
 
   std::atomic<bool> stop_{false};
   std::atomic<bool> sender_stop_{false};  // set once no run can add to the spool
@@ -125,6 +133,8 @@ class Worker {
   std::map<std::string, int64_t> fencing_ ABSL_GUARDED_BY(mu_);  // leases we hold, incl. unacked completions
   std::vector<int> free_gpus_ ABSL_GUARDED_BY(mu_);
   int free_cpu_slots_ ABSL_GUARDED_BY(mu_) = 0;
+  // Runs stopped because the spool could not hold more: job id → the reason.
+  std::map<std::string, std::string> spool_stopped_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex send_mu_;
   bool send_wake_ ABSL_GUARDED_BY(send_mu_) = false;

@@ -203,13 +203,13 @@ TEST_F(WorkerTest, SpoolIsReplayedByARestartedWorker) {
       caddie::v1::ReportEventsRequest req;
       *req.mutable_lease() = lease;
       for (auto& e : evs) *req.add_events() = e;
-      ASSERT_TRUE((*spool)->Append(req).ok());
+      ASSERT_TRUE((*spool)->Append(req).write_error.ok());
     });
     JobOutcome out = r.Run();
     caddie::v1::CompleteJobRequest done;
     *done.mutable_lease() = lease;
     done.set_state(out.state);
-    ASSERT_TRUE((*spool)->Append(done).ok());
+    ASSERT_TRUE((*spool)->Append(done).write_error.ok());
   }
   {
     absl::MutexLock l(&fake_.mu);

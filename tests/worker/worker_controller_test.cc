@@ -17,6 +17,7 @@
 
 #include "caddie/v1/user_service.grpc.pb.h"
 #include "common/subprocess.h"
+#include "tests/chaos/harness.h"
 #include "tests/worker/process.h"
 
 namespace caddie {
@@ -249,6 +250,95 @@ TEST_F(WorkerControllerTest, KillingTheControllerMidJobAndRestartingItLosesNoEve
   ASSERT_EQ(events.size(), 43u);  // start, 40 × step, val, final: every one
   ExpectContiguous(events);
   EXPECT_EQ(events.back().type(), "final");
+}
+
+// Nothing the worker accepted is lost when its disk refuses spool writes. The
+// "disk full" here is the spool directory turned into a file (every create
+// fails, for root too), while the controller is down so nothing can be sent
+// either: batches and the completion are held in memory, surfaced in /metrics
+// and the log, written once the disk frees — durably: the worker is then
+// SIGKILLed and its restart replays them — and the job ends with every event.
+TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDiskFrees) {
+  const json plan = {{"steps", 30}, {"step_ms", 50}};
+  StartWorker(0, plan);
+  const std::string id = Submit(0);
+  const auto running = WaitJob(id, [](const caddie::v1::Job& j) { return j.state() == caddie::v1::JOB_STATE_RUNNING; }, 20s);
+  ASSERT_EQ(running.state(), caddie::v1::JOB_STATE_RUNNING);
+  const fs::path spool = dir_ / "work" / "w1" / "spool";
+  const fs::path away = spool.string() + ".away";
+  controller_.Kill();
+  fs::rename(spool, away);
+  std::ofstream(spool) << "no room";
+  std::string metrics_addr;
+  ASSERT_TRUE(reliability::WaitUntil(
+      [&] {
+        static const std::regex kAddr(R"(worker metrics on http://([0-9.]+:[0-9]+)/metrics)");
+        std::smatch m;
+        const std::string log = worker_.Log();
+        if (std::regex_search(log, m, kAddr)) metrics_addr = m[1];
+        return !metrics_addr.empty();
+      },
+      5s));
+  auto metric = [&](const char* series) { return reliability::SeriesValue(reliability::ScrapeMetrics(metrics_addr), series); };
+  // The run finishes meanwhile; its completion is held with the last batches.
+  ASSERT_TRUE(reliability::WaitUntil(
+      [&] { return worker_.Log().find("job " + id + ": JOB_STATE_SUCCEEDED") != std::string::npos; }, 20s))
+      << worker_.Log();
+  // At least the last batch and the completion.
+  EXPECT_TRUE(reliability::WaitUntil([&] { return metric("caddie_worker_spool_held_messages") >= 2; }, 5s));
+  EXPECT_GE(metric("caddie_worker_spool_write_failures_total"), 2);
+  EXPECT_NE(worker_.Log().find("Not a directory; holding "), std::string::npos) << worker_.Log();
+
+  fs::remove(spool);
+  fs::rename(away, spool);
+  ASSERT_TRUE(reliability::WaitUntil([&] { return metric("caddie_worker_spool_held_messages") == 0; }, 10s));
+  EXPECT_NE(worker_.Log().find("spool: writing to disk again"), std::string::npos) << worker_.Log();
+  worker_.Kill();  // only what reached the disk survives this
+  StartController();
+  StartWorker(0, plan);
+  const auto job = WaitDone(id, 30s);
+  ASSERT_EQ(job.state(), caddie::v1::JOB_STATE_SUCCEEDED) << job.message();
+  EXPECT_EQ(job.attempt(), 1);
+  const auto events = Events(id);
+  // Every line the trainer printed: start, 30 steps, val, final — no gap.
+  const std::string out = reliability::ReadAll(RunDir(job) / "rank0.stdout.log");
+  EXPECT_EQ(events.size(), static_cast<size_t>(std::count(out.begin(), out.end(), '\n')));
+  ASSERT_EQ(events.size(), 33u);
+  ExpectContiguous(events);
+  EXPECT_EQ(events.back().type(), "final");
+}
+
+// When the disk keeps refusing and nothing is acknowledged, holding is bounded
+// (--spool-memory-limit): the run is stopped and fails as an infrastructure
+// error naming the spool — and what was held still arrives once the disk frees.
+TEST_F(WorkerControllerTest, SpoolPastItsMemoryLimitStopsTheRunWithTheReason) {
+  StartWorker(0, {{"steps", 1000000}, {"step_ms", 50}}, {"--spool-memory-limit", "1"});
+  const std::string id = Submit(0);
+  const auto running = WaitJob(id, [](const caddie::v1::Job& j) { return j.state() == caddie::v1::JOB_STATE_RUNNING; }, 20s);
+  ASSERT_EQ(running.state(), caddie::v1::JOB_STATE_RUNNING);
+  const fs::path spool = dir_ / "work" / "w1" / "spool";
+  const fs::path away = spool.string() + ".away";
+  controller_.Kill();
+  fs::rename(spool, away);
+  std::ofstream(spool) << "no room";
+  ASSERT_TRUE(reliability::WaitUntil(
+      [&] { return worker_.Log().find("job " + id + ": JOB_STATE_FAILED (EXIT_REASON_INFRA_ERROR)") != std::string::npos; },
+      20s))
+      << worker_.Log();
+  EXPECT_TRUE(testing_support::ProcessGone(RankPid(running, 0), 2s));
+  fs::remove(spool);
+  fs::rename(away, spool);
+  StartController();
+  const auto job = WaitDone(id, 30s);
+  EXPECT_EQ(job.state(), caddie::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(job.exit_reason(), caddie::v1::EXIT_REASON_INFRA_ERROR);
+  EXPECT_NE(job.message().find("worker spool cannot write to disk (spool: create "), std::string::npos) << job.message();
+  EXPECT_NE(job.message().find("(limit 1); run stopped"), std::string::npos) << job.message();
+  // Every event the run printed before it was stopped arrived, in order.
+  const auto events = Events(id);
+  const std::string out = reliability::ReadAll(RunDir(job) / "rank0.stdout.log");
+  EXPECT_EQ(events.size(), static_cast<size_t>(std::count(out.begin(), out.end(), '\n')));
+  ExpectContiguous(events);
 }
 
 TEST_F(WorkerControllerTest, KillingOneOfTwoRanksFailsTheJobAndLeavesNoOrphan) {
