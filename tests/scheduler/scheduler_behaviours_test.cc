@@ -515,9 +515,21 @@ TEST_F(SchedulerBehaviours, DeterminedBadNode_WorkerFailingJobsInARowIsDrainedVi
   ASSERT_TRUE(promtool.ok()) << promtool.status();
   EXPECT_EQ(promtool->status.code, 0) << promtool->output;
 
+  // Its two crashed jobs wait for another worker, the third was never offered to it.
+  std::vector<v1::Job> jobs = client_->ListJobs(sub.sweep().id());
+  ASSERT_EQ(Count(jobs, v1::JOB_STATE_QUEUED), 3);
+  int requeued = 0;
+  for (const auto& j : jobs) {
+    if (j.attempt() == 0) continue;
+    ++requeued;
+    EXPECT_EQ(j.exit_reason(), v1::EXIT_REASON_CRASHED) << j.id();
+    EXPECT_TRUE(absl::StrContains(j.message(), "failed on w-bad")) << j.message();
+    EXPECT_TRUE(absl::StrContains(j.message(), "retrying on another worker")) << j.message();
+  }
+  EXPECT_EQ(requeued, 2);
+
   // Nothing more reaches it; a healthy worker runs everything, crashed jobs as a retry.
   ASSERT_NO_FATAL_FAILURE(StartWorker("w-good", {{"steps", 3}, {"step_ms", 10}}, 2));
-  std::vector<v1::Job> jobs;
   ASSERT_TRUE(WaitUntil(
       [&] {
         jobs = client_->ListJobs(sub.sweep().id());
