@@ -203,6 +203,18 @@ class SchedulerBehaviours : public ::testing::Test {
     return rows.empty() ? "" : rows[0];
   }
 
+  // One job whose trainer goes silent after step 2, on a worker with
+  // --silence-limit `worker_limit`; the job once it has ended, its rank gone.
+  v1::Job RunSilentTrainer(const std::string& worker_limit) {
+    StartWorker("w-1", {{"steps", 1000}, {"step_ms", 20}, {"silent_after_step", 2}}, 1, 0,
+                {"--silence-limit", worker_limit});
+    const v1::Job job = WaitDone(Submit(1, 0, 1).jobs(0).id());
+    const json rank = json::parse(
+        reliability::ReadAll(dir_ / "work/w-1/runs" / (job.id() + "-a1") / "fake_rank0.json"), nullptr, false);
+    EXPECT_TRUE(rank.is_object() && testing_support::ProcessGone(rank["pid"].get<pid_t>(), 2s));
+    return job;
+  }
+
   // Run directories the workers made ("<job>-a<attempt>" → worker id).
   std::map<std::string, std::string> RunDirs() {
     std::map<std::string, std::string> out;
@@ -442,20 +454,13 @@ TEST_F(SchedulerBehaviours, OptunaLateResult_StaleReportAndCompletionAreRejected
 // worker's silence limit is killed and the job failed with no_progress.
 TEST_F(SchedulerBehaviours, KatibNoMetrics_SilentTrainerIsKilledAndFailedWithNoProgress) {
   ASSERT_NO_FATAL_FAILURE(StartController());
-  ASSERT_NO_FATAL_FAILURE(StartWorker("w-1", {{"steps", 1000}, {"step_ms", 20}, {"silent_after_step", 2}}, 1, 0,
-                                      {"--silence-limit", "1"}));
-  const std::string id = Submit(1, 0, 1).jobs(0).id();
-  const v1::Job job = WaitDone(id);
+  const v1::Job job = RunSilentTrainer("1");
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.exit_reason(), v1::EXIT_REASON_NO_PROGRESS) << job.message();
   EXPECT_TRUE(absl::StrContains(job.message(), "no event from the trainer for 1 s (silence limit): killed"))
       << job.message();
   // start + 2 steps, then silence.
-  EXPECT_EQ(SqlOne(absl::StrCat("SELECT COUNT(*) FROM events WHERE job_id = '", id, "'")), "3");
-  const json rank = json::parse(reliability::ReadAll(dir_ / "work/w-1/runs" / (id + "-a1") / "fake_rank0.json"),
-                                nullptr, false);
-  ASSERT_TRUE(rank.is_object());
-  EXPECT_TRUE(testing_support::ProcessGone(rank["pid"].get<pid_t>(), 2s));
+  EXPECT_EQ(SqlOne(absl::StrCat("SELECT COUNT(*) FROM events WHERE job_id = '", job.id(), "'")), "3");
 }
 
 // The same failure caught by the controller's own backstop (--silence-limit on
@@ -463,17 +468,10 @@ TEST_F(SchedulerBehaviours, KatibNoMetrics_SilentTrainerIsKilledAndFailedWithNoP
 // for a worker whose own limit is far away.
 TEST_F(SchedulerBehaviours, KatibNoMetrics_ControllerBackstopFailsASilentJobWithNoProgress) {
   ASSERT_NO_FATAL_FAILURE(StartController({{"--silence-limit", "1"}}));
-  ASSERT_NO_FATAL_FAILURE(StartWorker("w-1", {{"steps", 1000}, {"step_ms", 20}, {"silent_after_step", 2}}, 1, 0,
-                                      {"--silence-limit", "600"}));
-  const std::string id = Submit(1, 0, 1).jobs(0).id();
-  const v1::Job job = WaitDone(id);
+  const v1::Job job = RunSilentTrainer("600");
   EXPECT_EQ(job.state(), v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.exit_reason(), v1::EXIT_REASON_NO_PROGRESS) << job.message();
   EXPECT_TRUE(absl::StrContains(job.message(), "no_progress: no event from the trainer for")) << job.message();
-  const json rank = json::parse(reliability::ReadAll(dir_ / "work/w-1/runs" / (id + "-a1") / "fake_rank0.json"),
-                                nullptr, false);
-  ASSERT_TRUE(rank.is_object());
-  EXPECT_TRUE(testing_support::ProcessGone(rank["pid"].get<pid_t>(), 2s));
 }
 
 // Determined kept scheduling onto a node whose jobs kept failing. Two jobs in a

@@ -177,6 +177,30 @@ class WorkerControllerTest : public ::testing::Test {
     return j.is_object() ? j["pid"].get<pid_t>() : -1;
   }
 
+  // The controller goes down and the worker's disk refuses spool writes: the
+  // spool directory becomes a file, so every create fails (for root too).
+  // Returns the running job. FreeSpoolDisk() puts the directory back.
+  caddie::v1::Job RunningJobWithControllerDownAndSpoolRefused(const std::string& id) {
+    const auto running = WaitJob(id, [](const caddie::v1::Job& j) { return j.state() == caddie::v1::JOB_STATE_RUNNING; }, 20s);
+    EXPECT_EQ(running.state(), caddie::v1::JOB_STATE_RUNNING);
+    controller_.Kill();
+    fs::rename(Spool(), Spool().string() + ".away");
+    std::ofstream(Spool()) << "no room";
+    return running;
+  }
+  void FreeSpoolDisk() {
+    fs::remove(Spool());
+    fs::rename(Spool().string() + ".away", Spool());
+  }
+  fs::path Spool() const { return dir_ / "work" / "w1" / "spool"; }
+  // The job's stored events are every line its trainer printed, seqs 1..n.
+  void ExpectEveryPrintedEvent(const caddie::v1::Job& job) {
+    const auto events = Events(job.id());
+    const std::string out = reliability::ReadAll(RunDir(job) / "rank0.stdout.log");
+    EXPECT_EQ(events.size(), static_cast<size_t>(std::count(out.begin(), out.end(), '\n')));
+    for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1)) << i;
+  }
+
   fs::path dir_;
   int port_ = 0;
   std::string addr_;
@@ -262,13 +286,7 @@ TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDisk
   const json plan = {{"steps", 30}, {"step_ms", 50}};
   StartWorker(0, plan);
   const std::string id = Submit(0);
-  const auto running = WaitJob(id, [](const caddie::v1::Job& j) { return j.state() == caddie::v1::JOB_STATE_RUNNING; }, 20s);
-  ASSERT_EQ(running.state(), caddie::v1::JOB_STATE_RUNNING);
-  const fs::path spool = dir_ / "work" / "w1" / "spool";
-  const fs::path away = spool.string() + ".away";
-  controller_.Kill();
-  fs::rename(spool, away);
-  std::ofstream(spool) << "no room";
+  ASSERT_EQ(RunningJobWithControllerDownAndSpoolRefused(id).state(), caddie::v1::JOB_STATE_RUNNING);
   std::string metrics_addr;
   ASSERT_TRUE(reliability::WaitUntil(
       [&] {
@@ -289,8 +307,7 @@ TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDisk
   EXPECT_GE(metric("caddie_worker_spool_write_failures_total"), 2);
   EXPECT_NE(worker_.Log().find("Not a directory; holding "), std::string::npos) << worker_.Log();
 
-  fs::remove(spool);
-  fs::rename(away, spool);
+  FreeSpoolDisk();
   ASSERT_TRUE(reliability::WaitUntil([&] { return metric("caddie_worker_spool_held_messages") == 0; }, 10s));
   EXPECT_NE(worker_.Log().find("spool: writing to disk again"), std::string::npos) << worker_.Log();
   worker_.Kill();  // only what reached the disk survives this
@@ -299,12 +316,10 @@ TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDisk
   const auto job = WaitDone(id, 30s);
   ASSERT_EQ(job.state(), caddie::v1::JOB_STATE_SUCCEEDED) << job.message();
   EXPECT_EQ(job.attempt(), 1);
-  const auto events = Events(id);
   // Every line the trainer printed: start, 30 steps, val, final — no gap.
-  const std::string out = reliability::ReadAll(RunDir(job) / "rank0.stdout.log");
-  EXPECT_EQ(events.size(), static_cast<size_t>(std::count(out.begin(), out.end(), '\n')));
+  ExpectEveryPrintedEvent(job);
+  const auto events = Events(id);
   ASSERT_EQ(events.size(), 33u);
-  ExpectContiguous(events);
   EXPECT_EQ(events.back().type(), "final");
 }
 
@@ -314,20 +329,14 @@ TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDisk
 TEST_F(WorkerControllerTest, SpoolPastItsMemoryLimitStopsTheRunWithTheReason) {
   StartWorker(0, {{"steps", 1000000}, {"step_ms", 50}}, {"--spool-memory-limit", "1"});
   const std::string id = Submit(0);
-  const auto running = WaitJob(id, [](const caddie::v1::Job& j) { return j.state() == caddie::v1::JOB_STATE_RUNNING; }, 20s);
+  const auto running = RunningJobWithControllerDownAndSpoolRefused(id);
   ASSERT_EQ(running.state(), caddie::v1::JOB_STATE_RUNNING);
-  const fs::path spool = dir_ / "work" / "w1" / "spool";
-  const fs::path away = spool.string() + ".away";
-  controller_.Kill();
-  fs::rename(spool, away);
-  std::ofstream(spool) << "no room";
   ASSERT_TRUE(reliability::WaitUntil(
       [&] { return worker_.Log().find("job " + id + ": JOB_STATE_FAILED (EXIT_REASON_INFRA_ERROR)") != std::string::npos; },
       20s))
       << worker_.Log();
   EXPECT_TRUE(testing_support::ProcessGone(RankPid(running, 0), 2s));
-  fs::remove(spool);
-  fs::rename(away, spool);
+  FreeSpoolDisk();
   StartController();
   const auto job = WaitDone(id, 30s);
   EXPECT_EQ(job.state(), caddie::v1::JOB_STATE_FAILED);
@@ -335,10 +344,7 @@ TEST_F(WorkerControllerTest, SpoolPastItsMemoryLimitStopsTheRunWithTheReason) {
   EXPECT_NE(job.message().find("worker spool cannot write to disk (spool: create "), std::string::npos) << job.message();
   EXPECT_NE(job.message().find("(limit 1); run stopped"), std::string::npos) << job.message();
   // Every event the run printed before it was stopped arrived, in order.
-  const auto events = Events(id);
-  const std::string out = reliability::ReadAll(RunDir(job) / "rank0.stdout.log");
-  EXPECT_EQ(events.size(), static_cast<size_t>(std::count(out.begin(), out.end(), '\n')));
-  ExpectContiguous(events);
+  ExpectEveryPrintedEvent(job);
 }
 
 TEST_F(WorkerControllerTest, KillingOneOfTwoRanksFailsTheJobAndLeavesNoOrphan) {
