@@ -497,7 +497,9 @@ TEST_F(SchedulerBehaviours, DeterminedBadNode_WorkerFailingJobsInARowIsDrainedVi
 
   // The alert rule of deploy/, evaluated by promtool on the scraped value.
   const double scraped = SeriesValue(Metrics(), "caddie_worker_drained{worker=\"w-bad\"}");
-  const fs::path rules = fs::path(std::getenv("CADDIE_SOURCE_DIR")) / "deploy/prometheus/alerts.yml";
+  const char* source = std::getenv("CADDIE_SOURCE_DIR");  // set by CTest (caddie_add_test)
+  ASSERT_NE(source, nullptr);
+  const fs::path rules = fs::path(source) / "deploy/prometheus/alerts.yml";
   const fs::path test = dir_ / "drained_alert_test.yml";
   std::ofstream(test) << "rule_files: [" << rules.string() << "]\n"
                       << "tests:\n  - interval: 1m\n    input_series:\n"
