@@ -285,9 +285,8 @@ TEST_F(SchedulerBehaviours, WandbSweepOvershoot_ExactlyFiftyJobsStartUnder200Con
 // running ones keep their leases, and every job runs exactly once.
 TEST_F(SchedulerBehaviours, RayTuneForgotQueuedTrials_WholeQueueSurvivesControllerSigkill) {
   ASSERT_NO_FATAL_FAILURE(StartController());
-  // Runs long enough (15 × 100 ms) that the 2 running jobs outlive the outage.
-  const json plan = {{"steps", 15}, {"step_ms", 100}};
-  ASSERT_NO_FATAL_FAILURE(StartWorker("w-1", plan, /*cpu_slots=*/2));
+  // w-1's runs are long (25 × 100 ms) so the 2 running jobs outlive the outage.
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w-1", {{"steps", 25}, {"step_ms", 100}}, /*cpu_slots=*/2));
   const auto sub = Submit(32, /*gpus=*/0, /*max_attempts=*/3);
   const std::string sweep = sub.sweep().id();
   std::vector<v1::Job> jobs;
@@ -318,8 +317,8 @@ TEST_F(SchedulerBehaviours, RayTuneForgotQueuedTrials_WholeQueueSurvivesControll
       EXPECT_EQ(j.attempt(), 0) << j.id();
     }
   }
-  // A second worker drains the queue faster.
-  ASSERT_NO_FATAL_FAILURE(StartWorker("w-2", plan, /*cpu_slots=*/14));
+  // A second worker with short runs drains the queue.
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w-2", {{"steps", 3}, {"step_ms", 50}}, /*cpu_slots=*/14));
   ASSERT_TRUE(WaitUntil(
       [&] {
         jobs = client_->ListJobs(sweep);
