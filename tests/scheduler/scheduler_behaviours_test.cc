@@ -392,14 +392,9 @@ TEST_F(SchedulerBehaviours, OptunaLateResult_StaleReportAndCompletionAreRejected
   ASSERT_EQ(stale.job().id(), id);
   v1::ReportEventsResponse rr;
   ASSERT_TRUE(client_->Report("w-late", id, stale.fencing_token(), {{{"event", "start"}}}, 1, &rr).ok());
-  ASSERT_NO_FATAL_FAILURE(StartWorker("w-2", {{"steps", 3}, {"step_ms", 20}, {"val_bpb", 2.0}}, 1));
-  const v1::Job done = WaitDone(id);
-  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.message();
-  ASSERT_EQ(done.attempt(), 2);
-  ASSERT_EQ(done.worker_id(), "w-2");
-  const double bpb = done.result().val_bpb_post_quant();
-  EXPECT_DOUBLE_EQ(bpb, 2.01);
 
+  // What the dead lease sends late: a val event and a better-looking success
+  // (0.5 against the real run's 2.01). Both must be refused with the code.
   auto expect_stale = [](const grpc::Status& st, grpc::ClientContext& ctx) {
     EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << st.error_message();
     EXPECT_TRUE(absl::StrContains(st.error_message(), "stale fencing token")) << st.error_message();
@@ -410,7 +405,7 @@ TEST_F(SchedulerBehaviours, OptunaLateResult_StaleReportAndCompletionAreRejected
     ASSERT_TRUE(d.ParseFromString(std::string(it->second.data(), it->second.size())));
     EXPECT_EQ(d.code(), "stale_fencing_token");
   };
-  {
+  auto send_late = [&] {
     v1::ReportEventsRequest req;
     req.set_worker_id("w-late");
     req.mutable_lease()->set_job_id(id);
@@ -419,19 +414,37 @@ TEST_F(SchedulerBehaviours, OptunaLateResult_StaleReportAndCompletionAreRejected
     e->set_seq(2);
     e->set_type("val");
     e->set_json(json({{"event", "val"}, {"step", 3}, {"val_bpb", 0.5}}).dump());
-    auto ctx = client_->WorkerCtx();
-    v1::ReportEventsResponse resp;
-    expect_stale(client_->worker()->ReportEvents(ctx.get(), req, &resp), *ctx);
-  }
-  {
-    // A better-looking result than the real one: it must not reach the leaderboard.
-    auto ctx = client_->WorkerCtx();
-    v1::CompleteJobResponse resp;
+    auto rctx = client_->WorkerCtx();
+    v1::ReportEventsResponse rresp;
+    expect_stale(client_->worker()->ReportEvents(rctx.get(), req, &rresp), *rctx);
+    auto cctx = client_->WorkerCtx();
+    v1::CompleteJobResponse cresp;
     expect_stale(client_->Complete("w-late", id, stale.fencing_token(), v1::JOB_STATE_SUCCEEDED,
-                                   v1::EXIT_REASON_COMPLETED, 0.5, &resp, ctx.get()),
-                 *ctx);
-  }
-  EXPECT_TRUE(WaitMetric("caddie_stale_reports_rejected_total", 2));
+                                   v1::EXIT_REASON_COMPLETED, 0.5, &cresp, cctx.get()),
+                 *cctx);
+  };
+
+  // The lease expires and the job is requeued: late messages now are refused
+  // and leave it queued, with no result.
+  const v1::Job requeued = WaitJob(id, [](const v1::Job& j) { return j.state() == v1::JOB_STATE_QUEUED; }, 10s);
+  ASSERT_EQ(requeued.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_TRUE(absl::StrContains(requeued.message(), "lease on w-late expired")) << requeued.message();
+  send_late();
+  const v1::Job still = client_->GetJob(id);
+  EXPECT_EQ(still.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(still.attempt(), 1);
+  EXPECT_FALSE(still.has_result());
+
+  // It runs to success elsewhere; late messages then change nothing either.
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w-2", {{"steps", 3}, {"step_ms", 20}, {"val_bpb", 2.0}}, 1));
+  const v1::Job done = WaitDone(id);
+  ASSERT_EQ(done.state(), v1::JOB_STATE_SUCCEEDED) << done.message();
+  ASSERT_EQ(done.attempt(), 2);
+  ASSERT_EQ(done.worker_id(), "w-2");
+  const double bpb = done.result().val_bpb_post_quant();
+  EXPECT_DOUBLE_EQ(bpb, 2.01);
+  send_late();
+  EXPECT_TRUE(WaitMetric("caddie_stale_reports_rejected_total", 4));
   EXPECT_TRUE(controller_->running());
   const v1::Job after = client_->GetJob(id);
   EXPECT_EQ(after.state(), v1::JOB_STATE_SUCCEEDED);
