@@ -607,6 +607,10 @@ absl::Status Worker::Run() {
   }
   if (sender_.joinable()) sender_.join();
   if (http_) http_->Stop();
+  if (spool_->held() > 0) {
+    spdlog::error("{} message(s) the disk never took are lost with this process (spool: {})", spool_->held(),
+                  spool_->dir());
+  }
   spdlog::info("caddie-worker {} stopped ({} message(s) left in the spool)", options_.id, spool_->size());
   return absl::OkStatus();
 }
