@@ -22,6 +22,10 @@ set(CADDIE_CODE_FILES
   model/gpt.cc
   model/fused_ops.h
   model/fused_ops.cc
+  model/fused_cuda.h
+  model/fused_cuda.cc
+  model/fused_cuda_launch.h
+  model/fused_cuda.cu
   model/perf_knobs.h
   model/quant.h
   model/quant.cc

@@ -8,6 +8,7 @@
 #include <limits>
 #include <map>
 
+#include "model/fused_cuda.h"
 #include "model/fused_ops.h"
 #include "model/perf_knobs.h"
 #include "model/quant.h"
@@ -80,7 +81,7 @@ torch::Tensor RmsNorm(const torch::Tensor& x) {
                      : x.scalar_type() == torch::kHalf   ? 0.0009765625
                      : x.scalar_type() == torch::kDouble ? std::numeric_limits<double>::epsilon()
                                                          : std::numeric_limits<float>::epsilon();
-  if (x.is_cuda() && !PerfOff("norm")) return FusedRmsNorm(x, eps);
+  if (x.is_cuda() && !PerfOff("norm")) return FusedRmsApplies(x) ? RmsNormKernel(x, eps) : FusedRmsNorm(x, eps);
   return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps);
 }
 
@@ -290,10 +291,9 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
                                     const torch::Tensor& x0) {
   // x, x0: (B,T,C)
   const int64_t bsz = x.size(0), t = x.size(1), c = x.size(2);
-  auto mix = b.resid_mix.to(x.scalar_type());
-  x = mix[0] * x + mix[1] * x0;
+  x = MixResidual(x, b.resid_mix, x0);  // mix[0]·x + mix[1]·x0 (fused on CUDA bf16)
   if (b.ssm) {
-    x = x + b.attn_scale.to(x.scalar_type()) * SsmForward(*b.ssm, prefix + "ssm.", RmsNorm(x));
+    x = AddScaled(x, b.attn_scale, SsmForward(*b.ssm, prefix + "ssm.", RmsNorm(x)));
     return MlpForward(b, prefix, x);
   }
   auto& a = *b.attn;
@@ -301,11 +301,17 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   // Attention: q (B,H,T,D), k/v (B,K,T,D).
   auto h = RmsNorm(x);
   const std::string ap = prefix + "attn.";
-  auto q = F::linear(h, W(a.c_q->weight, ap + "c_q.weight")).view({bsz, t, a.heads, a.head_dim}).transpose(1, 2);
-  auto k = F::linear(h, W(a.c_k->weight, ap + "c_k.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
+  auto q = F::linear(h, W(a.c_q->weight, ap + "c_q.weight")).view({bsz, t, a.heads, a.head_dim});
+  auto k = F::linear(h, W(a.c_k->weight, ap + "c_k.weight")).view({bsz, t, a.kv_heads, a.head_dim});
   auto v = F::linear(h, W(a.c_v->weight, ap + "c_v.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
-  q = RmsNorm(q);
-  k = RmsNorm(k);
+  // Fused q/k path: RmsNorm, full-width RoPE and q_gain in one kernel each way.
+  const bool fused_qk = rope_dims == a.head_dim && FusedQkApplies(q) && FusedQkApplies(k);
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
+  if (!fused_qk) {
+    q = RmsNorm(q);
+    k = RmsNorm(k);
+  }
   if (rope_dims > 0) {
     if (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device()) {
       auto inv_freq = 1.0 / torch::pow(spec.rope_base,
@@ -319,10 +325,16 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
                            rope_sin_.to(z.scalar_type()));
       return rope_dims == a.head_dim ? r : torch::cat({r, z.narrow(-1, rope_dims, a.head_dim - rope_dims)}, -1);
     };
-    q = rot(q);
-    k = rot(k);
+    if (fused_qk) {
+      const double eps = 0.0078125;  // RmsNorm's bf16 epsilon
+      q = QkNormRope(q.transpose(1, 2), rope_cos_, rope_sin_, a.q_gain, eps).transpose(1, 2);
+      k = QkNormRope(k.transpose(1, 2), rope_cos_, rope_sin_, torch::Tensor(), eps).transpose(1, 2);
+    } else {
+      q = rot(q);
+      k = rot(k);
+    }
   }
-  q = q * a.q_gain.to(q.scalar_type()).view({1, a.heads, 1, 1});
+  if (!fused_qk) q = q * a.q_gain.to(q.scalar_type()).view({1, a.heads, 1, 1});
   torch::Tensor bias;
   if (spec.pos_scheme == "alibi") {
     if (!alibi_bias_.defined() || alibi_bias_.size(2) != t || alibi_bias_.device() != x.device()) {
@@ -338,7 +350,7 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   }
   auto y = CausalAttention(q, k, v, bias).transpose(1, 2).contiguous().view({bsz, t, c});  // (B,T,C)
   y = F::linear(y, W(a.proj->weight, ap + "proj.weight"));
-  x = x + b.attn_scale.to(x.scalar_type()) * y;
+  x = AddScaled(x, b.attn_scale, y);
 
   return MlpForward(b, prefix, x);
 }
@@ -346,9 +358,9 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
 torch::Tensor GptImpl::MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x) {
   // MLP: (B,T,C) -> (B,T,mult*C) -> (B,T,C).
   auto& m = *b.mlp;
-  auto u = torch::relu(F::linear(RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
-  u = F::linear(u.square(), W(m.proj->weight, prefix + "mlp.proj.weight"));
-  return x + b.mlp_scale.to(x.scalar_type()) * u;
+  auto u = ReluSquare(F::linear(RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
+  u = F::linear(u, W(m.proj->weight, prefix + "mlp.proj.weight"));
+  return AddScaled(x, b.mlp_scale, u);
 }
 
 torch::Tensor GptImpl::SsmForward(SsmImpl& m, const std::string& prefix, const torch::Tensor& h) {
@@ -390,7 +402,7 @@ torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
   }
   for (int64_t i = 0; i < num_decoder_layers; ++i) {
     if (!skips.empty()) {
-      x = x + skip_weights[i].to(x.scalar_type()) * skips.back();
+      x = AddScaled(x, skip_weights[i], skips.back());
       skips.pop_back();
     }
     x = layer(num_encoder_layers + i);

@@ -1,6 +1,7 @@
 // caddie-train: the training engine's command line (docs/contracts.md).
 //   caddie-train --spec SPEC.json [--data DIR] [--run-dir DIR]
 //   caddie-train --code-bytes | --benchmark [--spec SPEC.json] [--steps N] | --help | --version
+//   caddie-train --self-check-kernels   (GPU: fused kernels against the plain computation)
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include "caddie/version.h"
 #include "common/core/train_spec.h"
 #include "model/code_files.h"
+#include "model/fused_cuda.h"
 #include "model/trainer.h"
 
 namespace {
@@ -18,7 +20,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: caddie-train --spec SPEC.json [--data DIR] [--run-dir DIR]\n"
     "       caddie-train --benchmark [--spec SPEC.json] [--steps N]\n"
-    "       caddie-train --code-bytes | --help | --version\n"
+    "       caddie-train --code-bytes | --self-check-kernels | --help | --version\n"
     "Trains one Parameter Golf model; JSON-lines events on stdout (rank 0).\n"
     "Distributed: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT as torchrun sets them.\n"
     "Exit codes: 0 finished, 2 bad spec or data, 1 other error.\n";
@@ -50,6 +52,8 @@ int main(int argc, char** argv) {
     } else if (a == "--code-bytes") {
       std::printf("%lld\n", static_cast<long long>(caddie::model::CodeBytes()));
       return 0;
+    } else if (a == "--self-check-kernels") {
+      return caddie::model::SelfCheckFusedKernels() == 0 ? 0 : 1;
     } else if (a == "--benchmark") {
       benchmark = true;
     } else if (a == "--steps") {

@@ -12,6 +12,8 @@
 #                               every optimisation off: the code as first landed)
 #   BENCH_WALL=0                seconds of the wall-clock run (0 = none), val_bpb at its end
 #   BENCH_PROFILE=1             Kineto trace of steps 12-13 of the 1-GPU run, summarised
+#   BENCH_AB_PROFILE="n1 n2"    which BENCH_AB runs get a trace too (unset: all of them)
+#   BENCH_KERNEL_CHECK=1        caddie-train --self-check-kernels (fused kernels vs float64)
 #   BENCH_CHECK=1               the fp32 CUDA vs CPU loss-curve check
 #   BENCH_GPUS=auto             1 or 2 (auto: 2 runs too when 2 GPUs are present)
 set -uo pipefail
@@ -23,7 +25,7 @@ rm -rf "$W"; mkdir -p "$W" "$OUT"
 trap 'tar czf "$OUT/bench.tgz" -C "$W" . 2>/dev/null' EXIT
 DATA=${BENCH_DATA:-.device/sp1024}
 STEPS=${BENCH_STEPS:-30}
-ALL_OFF=norm,resid,gqa,ns,sync,pin
+ALL_OFF=norm,resid,gqa,ns,sync,pin,kmix,kadd,krelu,kqk,knorm
 WALL=${BENCH_WALL:-0}
 # NVLink multicast stays off (the machines' rule).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -73,6 +75,11 @@ runN() {  # runN NAME SPEC WORLD: WORLD rank processes on one host
 }
 mkdir -p /tmp/run_tiny /tmp/run_bench1 /tmp/run_bench2_0 /tmp/run_bench2_1 /tmp/run_wall1
 
+if [[ ${BENCH_KERNEL_CHECK:-1} == 1 ]]; then
+  "$BIN" --self-check-kernels 2>&1 | tee "$W/kernel_check.txt"
+  echo "kernel self-check exit: ${PIPESTATUS[0]}"
+fi
+
 if [[ ${BENCH_CHECK:-1} == 1 ]]; then
   $PY - bench/trainer/tiny_spec.json "$W/tiny_spec.json" <<'PYEOF'
 import json, sys
@@ -92,7 +99,8 @@ if [[ -f /tmp/trace.json ]]; then
 fi
 for ab in ${BENCH_AB-base:all}; do
   n=${ab%%:*} off=${ab#*:}; [[ $off == all ]] && off=$ALL_OFF
-  penv=(); [[ ${BENCH_PROFILE:-1} == 1 ]] && penv=(CADDIE_PROFILE=/tmp/trace_$n.json CADDIE_PROFILE_STEP=12 CADDIE_PROFILE_STEPS=2)
+  penv=()
+  [[ ${BENCH_PROFILE:-1} == 1 && ( -z ${BENCH_AB_PROFILE+x} || " $BENCH_AB_PROFILE " == *" $n "* ) ]] && penv=(CADDIE_PROFILE=/tmp/trace_$n.json CADDIE_PROFILE_STEP=12 CADDIE_PROFILE_STEPS=2)
   t=$(date +%s); run1 "ab_$n" "$W/bench_spec.json" CADDIE_PERF_OFF=$off "${penv[@]}"; echo "ab_$n (off: $off): $(( $(date +%s) - t )) s wall"
   if [[ -f /tmp/trace_$n.json ]]; then
     $PY bench/trainer/profile_summary.py /tmp/trace_$n.json 2 > "$W/profile_$n.txt"; head -12 "$W/profile_$n.txt"

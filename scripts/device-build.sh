@@ -12,6 +12,7 @@ NCCL_LIB=$(python -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.
 cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$PREFIX" -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DCADDIE_TRAINER_ONLY=ON -DCADDIE_BUILD_TESTS=OFF -DCADDIE_WITH_NCCL=ON \
+  -DCADDIE_WITH_CUDA_KERNELS=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
   -DCADDIE_NCCL_INCLUDE_DIR="$NCCL_INC" -DCADDIE_NCCL_LIBRARY_DIR="$NCCL_LIB" >&2
 cmake --build "$BUILD" --target caddie-train -j "$(nproc)" >&2
 echo "$BUILD/model/caddie-train"

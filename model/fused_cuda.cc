@@ -1,0 +1,427 @@
+#include "model/fused_cuda.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "model/fused_cuda_launch.h"
+#include "model/perf_knobs.h"
+
+#ifdef CADDIE_WITH_CUDA_KERNELS
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
+namespace caddie::model {
+
+namespace {
+
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The self-check fills outputs with NaN so that an element a kernel fails to write shows.
+bool g_poison = false;
+
+#ifdef CADDIE_WITH_CUDA_KERNELS
+void* Stream(const Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
+#else
+void* Stream(const Tensor&) { return nullptr; }
+#endif
+
+void Check(int err, const char* what) {
+  TORCH_CHECK(err == 0, "caddie fused kernel ", what, " failed to launch (cudaError ", err, ")");
+}
+
+Tensor NewLike(const Tensor& t) {
+  return g_poison ? torch::full_like(t, std::numeric_limits<float>::quiet_NaN(), t.options(), torch::MemoryFormat::Contiguous)
+                  : torch::empty_like(t, t.options(), torch::MemoryFormat::Contiguous);
+}
+
+bool Aligned(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// A bf16 activation the kernels can read: contiguous, 16-byte aligned.
+bool KernelActivation(const Tensor& t) {
+  return t.defined() && t.is_cuda() && t.scalar_type() == torch::kBFloat16 && t.is_contiguous() && Aligned(t);
+}
+
+// Grads arrive from autograd in any layout: make them what the kernels read.
+Tensor Prep(const Tensor& g) {
+  auto t = g.scalar_type() == torch::kBFloat16 ? g.contiguous() : g.to(torch::kBFloat16).contiguous();
+  return Aligned(t) ? t : t.clone();
+}
+
+bool KernelParam(const Tensor& p, int64_t numel) {
+  return p.defined() && p.is_cuda() && p.scalar_type() == torch::kFloat32 && p.is_contiguous() && p.numel() == numel;
+}
+
+// Residual-stream ops: x, y (.., C) bf16 of one shape, C a multiple of 8 up to 4096 (one
+// block row of the backward's column reduction holds C/8 threads).
+bool ResidualApplies(const char* knob, const Tensor& x, const Tensor& y) {
+  if (!FusedKernelsBuilt() || PerfOff(knob)) return false;
+  if (!KernelActivation(x) || !KernelActivation(y) || x.sizes() != y.sizes() || x.dim() < 1) return false;
+  const int64_t c = x.size(-1);
+  return c % 8 == 0 && c <= 4096 && x.numel() > 0 && x.device() == y.device();
+}
+
+struct MixFn : public torch::autograd::Function<MixFn> {
+  // out = (has_a ? a : 1)·x + b·y, with a = params[0], b = params[1] when has_a, else b = params.
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& params, const Tensor& y, bool has_a) {
+    const int64_t c = x.size(-1), rows = x.numel() / c;
+    auto out = NewLike(x);
+    const float* p = params.data_ptr<float>();
+    const float* a = has_a ? p : nullptr;
+    const float* b = has_a ? p + c : p;
+    Check(cuda::MixForward(x.data_ptr(), a, y.data_ptr(), b, out.data_ptr(), rows, c, Stream(x)), "mix fwd");
+    ctx->save_for_backward({x, params, y});
+    ctx->saved_data["has_a"] = has_a;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &params = saved[1], &y = saved[2];
+    const bool has_a = ctx->saved_data["has_a"].toBool();
+    auto g = Prep(grads[0]);
+    const int64_t c = x.size(-1), rows = x.numel() / c;
+    auto dparams = torch::zeros_like(params);
+    auto dy = NewLike(y);
+    Tensor dx = has_a ? NewLike(x) : g;  // x + s·y: dx is g itself
+    const float* p = params.data_ptr<float>();
+    float* dp = dparams.data_ptr<float>();
+    Check(cuda::MixBackward(g.data_ptr(), has_a ? x.data_ptr() : nullptr, has_a ? p : nullptr, y.data_ptr(),
+                            has_a ? p + c : p, has_a ? dx.data_ptr() : nullptr, dy.data_ptr(),
+                            has_a ? dp : nullptr, has_a ? dp + c : dp, rows, c, Stream(x)),
+          "mix bwd");
+    return {dx, dparams, dy, Tensor()};
+  }
+};
+
+struct ReluSqFn : public torch::autograd::Function<ReluSqFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& u) {
+    auto out = NewLike(u);
+    Check(cuda::ReluSqForward(u.data_ptr(), out.data_ptr(), u.numel(), Stream(u)), "relu2 fwd");
+    ctx->save_for_backward({u});
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto u = ctx->get_saved_variables()[0];
+    auto g = Prep(grads[0]);
+    auto du = NewLike(u);
+    Check(cuda::ReluSqBackward(u.data_ptr(), g.data_ptr(), du.data_ptr(), u.numel(), Stream(u)), "relu2 bwd");
+    return {du};
+  }
+};
+
+struct RmsFn : public torch::autograd::Function<RmsFn> {
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, double eps) {
+    const int64_t c = x.size(-1), rows = x.numel() / c;
+    auto out = NewLike(x);
+    Check(cuda::RmsNormForward(x.data_ptr(), out.data_ptr(), rows, c, static_cast<float>(eps), Stream(x)), "rms fwd");
+    ctx->save_for_backward({x});
+    ctx->saved_data["eps"] = eps;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto x = ctx->get_saved_variables()[0];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    auto g = Prep(grads[0]);
+    const int64_t c = x.size(-1), rows = x.numel() / c;
+    auto dx = NewLike(x);
+    Check(cuda::RmsNormBackward(x.data_ptr(), g.data_ptr(), dx.data_ptr(), rows, c, static_cast<float>(eps), Stream(x)),
+          "rms bwd");
+    return {dx, Tensor()};
+  }
+};
+
+struct QkFn : public torch::autograd::Function<QkFn> {
+  // gain is ignored (pass any defined tensor) when has_gain is false.
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& cos, const Tensor& sin,
+                        const Tensor& gain, double eps, bool has_gain) {
+    const int64_t t = x.size(1), h = x.size(2), d = x.size(3), rows = x.numel() / d;
+    auto out = NewLike(x);
+    Check(cuda::QkNormRopeForward(x.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
+                                  has_gain ? gain.data_ptr<float>() : nullptr, out.data_ptr(), rows, t, h, d,
+                                  static_cast<float>(eps), Stream(x)),
+          "qk fwd");
+    ctx->save_for_backward({x, cos, sin, gain});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["has_gain"] = has_gain;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto s = ctx->get_saved_variables();
+    const Tensor &x = s[0], &cos = s[1], &sin = s[2], &gain = s[3];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const bool has_gain = ctx->saved_data["has_gain"].toBool();
+    auto g = Prep(grads[0]);
+    const int64_t t = x.size(1), h = x.size(2), d = x.size(3), rows = x.numel() / d;
+    auto dx = NewLike(x);
+    Tensor dgain = has_gain ? torch::zeros_like(gain) : Tensor();
+    Check(cuda::QkNormRopeBackward(x.data_ptr(), g.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
+                                   has_gain ? gain.data_ptr<float>() : nullptr, dx.data_ptr(),
+                                   has_gain ? dgain.data_ptr<float>() : nullptr, rows, t, h, d,
+                                   static_cast<float>(eps), Stream(x)),
+          "qk bwd");
+    return {dx, Tensor(), Tensor(), dgain, Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+#ifdef CADDIE_WITH_CUDA_KERNELS
+bool FusedKernelsBuilt() { return true; }
+#else
+bool FusedKernelsBuilt() { return false; }
+
+// No nvcc in this build: the launchers exist only so that the wrappers compile; the
+// FusedKernelsBuilt() checks keep them from being called.
+namespace cuda {
+namespace {
+int NotBuilt() {
+  TORCH_CHECK(false, "caddie-train was built without CUDA kernels");
+  return -1;
+}
+}  // namespace
+int MixForward(const void*, const float*, const void*, const float*, void*, int64_t, int64_t, void*) {
+  return NotBuilt();
+}
+int MixBackward(const void*, const void*, const float*, const void*, const float*, void*, void*, float*, float*,
+                int64_t, int64_t, void*) {
+  return NotBuilt();
+}
+int ReluSqForward(const void*, void*, int64_t, void*) { return NotBuilt(); }
+int RmsNormForward(const void*, void*, int64_t, int64_t, float, void*) { return NotBuilt(); }
+int RmsNormBackward(const void*, const void*, void*, int64_t, int64_t, float, void*) { return NotBuilt(); }
+int ReluSqBackward(const void*, const void*, void*, int64_t, void*) { return NotBuilt(); }
+int QkNormRopeForward(const void*, const float*, const float*, const float*, void*, int64_t, int64_t, int64_t,
+                      int64_t, float, void*) {
+  return NotBuilt();
+}
+int QkNormRopeBackward(const void*, const void*, const float*, const float*, const float*, void*, float*, int64_t,
+                       int64_t, int64_t, int64_t, float, void*) {
+  return NotBuilt();
+}
+}  // namespace cuda
+#endif
+
+Tensor MixResidual(const Tensor& x, const Tensor& mix, const Tensor& x0) {
+  if (ResidualApplies("kmix", x, x0) && KernelParam(mix, 2 * x.size(-1))) {
+#ifdef CADDIE_WITH_CUDA_KERNELS
+    c10::cuda::CUDAGuard guard(x.device());
+#endif
+    return MixFn::apply(x, mix, x0, true);
+  }
+  auto m = mix.to(x.scalar_type());
+  return m[0] * x + m[1] * x0;
+}
+
+Tensor AddScaled(const Tensor& x, const Tensor& scale, const Tensor& y) {
+  if (ResidualApplies("kadd", x, y) && KernelParam(scale, x.size(-1))) {
+#ifdef CADDIE_WITH_CUDA_KERNELS
+    c10::cuda::CUDAGuard guard(x.device());
+#endif
+    return MixFn::apply(x, scale, y, false);
+  }
+  return x + scale.to(x.scalar_type()) * y;
+}
+
+Tensor ReluSquare(const Tensor& u) {
+  if (FusedKernelsBuilt() && !PerfOff("krelu") && KernelActivation(u) && u.numel() % 8 == 0 && u.numel() > 0) {
+#ifdef CADDIE_WITH_CUDA_KERNELS
+    c10::cuda::CUDAGuard guard(u.device());
+#endif
+    return ReluSqFn::apply(u);
+  }
+  return torch::relu(u).square();
+}
+
+bool FusedRmsApplies(const Tensor& x) {
+  if (!FusedKernelsBuilt() || PerfOff("knorm") || !KernelActivation(x) || x.dim() < 1 || x.numel() == 0) return false;
+  const int64_t c = x.size(-1);
+  return c == 256 || c == 512 || c == 768 || c == 1024;
+}
+
+Tensor RmsNormKernel(const Tensor& x, double eps) {
+#ifdef CADDIE_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+#endif
+  return RmsFn::apply(x, eps);
+}
+
+bool FusedQkApplies(const Tensor& x) {
+  if (!FusedKernelsBuilt() || PerfOff("kqk") || !KernelActivation(x) || x.dim() != 4 || x.numel() == 0) return false;
+  const int64_t d = x.size(3);
+  return d == 32 || d == 64 || d == 128;
+}
+
+Tensor QkNormRope(const Tensor& x, const Tensor& cos, const Tensor& sin, const Tensor& gain, double eps) {
+  const int64_t t = x.size(1), half = x.size(3) / 2;
+  auto c = cos.to(torch::kFloat32).reshape({t, half}).contiguous();
+  auto s = sin.to(torch::kFloat32).reshape({t, half}).contiguous();
+  const bool has_gain = gain.defined();
+  TORCH_CHECK(!has_gain || KernelParam(gain, x.size(2)), "QkNormRope: gain must be fp32 (H) on the GPU");
+#ifdef CADDIE_WITH_CUDA_KERNELS
+  c10::cuda::CUDAGuard guard(x.device());
+#endif
+  return QkFn::apply(x, c, s, has_gain ? gain : c, eps, has_gain);
+}
+
+// --- Self-check -------------------------------------------------------------
+
+namespace {
+
+double RelErr(const Tensor& got, const Tensor& ref) {
+  auto g = got.to(torch::kCPU, torch::kFloat64), r = ref.to(torch::kCPU, torch::kFloat64);
+  if (g.sizes() != r.sizes()) return std::numeric_limits<double>::infinity();
+  if (!torch::isfinite(g).all().item<bool>()) return std::numeric_limits<double>::quiet_NaN();
+  const double den = r.norm().item<double>();
+  return (g - r).norm().item<double>() / (den > 0 ? den : 1.0);
+}
+
+struct Checker {
+  int failures = 0;
+  // bf16 results: one rounding of a value near 1 is 2^-9 ≈ 2e-3 relative; fp32 sums far less.
+  void Expect(const std::string& kernel, const std::string& what, const Tensor& got, const Tensor& ref,
+              const Tensor& plain) {
+    const double tol = got.scalar_type() == torch::kBFloat16 ? 1e-2 : 1e-3;
+    const double err = RelErr(got, ref), plain_err = plain.defined() ? RelErr(plain, ref) : -1.0;
+    const bool ok = err <= tol;  // false for NaN
+    if (!ok) ++failures;
+    std::printf("kernel-check %-22s %-8s %s  rel.err %.3e (tol %.0e; plain ATen %s %.3e)\n", kernel.c_str(),
+                what.c_str(), ok ? "PASS" : "FAIL", err, tol, plain.defined() ? "bf16" : "-", plain_err);
+  }
+};
+
+Tensor Bf16Leaf(torch::IntArrayRef shape, const torch::Device& dev, double scale = 1.0) {
+  return (torch::randn(shape, torch::TensorOptions().device(dev)) * scale).to(torch::kBFloat16).requires_grad_(true);
+}
+Tensor F32Leaf(torch::IntArrayRef shape, const torch::Device& dev, double mean, double scale) {
+  return (torch::randn(shape, torch::TensorOptions().device(dev)) * scale + mean).requires_grad_(true);
+}
+Tensor F64(const Tensor& t) { return t.detach().to(torch::kFloat64).requires_grad_(true); }
+
+// Runs f on the leaves, backward with g; returns {out, grads...} detached.
+template <typename Fn>
+std::vector<Tensor> RunWithGrads(Fn f, const std::vector<Tensor>& leaves, const Tensor& g) {
+  for (const auto& l : leaves) l.mutable_grad() = Tensor();
+  auto out = f();
+  out.backward(g.to(out.scalar_type()));
+  std::vector<Tensor> r{out.detach()};
+  for (const auto& l : leaves) r.push_back(l.grad().defined() ? l.grad().detach() : torch::zeros_like(l));
+  return r;
+}
+
+}  // namespace
+
+int SelfCheckFusedKernels() {
+  if (!torch::cuda::is_available() || !FusedKernelsBuilt()) {
+    std::printf("kernel-check FAIL: %s\n", FusedKernelsBuilt() ? "no CUDA device" : "built without the CUDA kernels");
+    return 1;
+  }
+  const torch::Device dev(torch::kCUDA, 0);
+  torch::manual_seed(20261124);
+  g_poison = true;
+  Checker ck;
+
+  // Residual mix at two widths (512: the baseline; 384: a block of 48×5 threads).
+  for (int64_t c : {512, 384}) {
+    const std::string name = "mix C=" + std::to_string(c);
+    auto x = Bf16Leaf({3, 37, c}, dev), x0 = Bf16Leaf({3, 37, c}, dev);
+    auto mix = F32Leaf({2, c}, dev, 0.5, 0.5);
+    auto g = torch::randn({3, 37, c}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+    auto fused = RunWithGrads([&] { return MixResidual(x, mix, x0); }, {x, mix, x0}, g);
+    auto plain = RunWithGrads([&] { auto m = mix.to(x.scalar_type()); return m[0] * x + m[1] * x0; }, {x, mix, x0}, g);
+    auto x64 = F64(x), x064 = F64(x0), m64 = F64(mix);
+    auto ref = RunWithGrads([&] { return m64[0] * x64 + m64[1] * x064; }, {x64, m64, x064}, g);
+    ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "dx", fused[1], ref[1], plain[1]);
+    ck.Expect(name, "dmix", fused[2], ref[2], plain[2]);
+    ck.Expect(name, "dx0", fused[3], ref[3], plain[3]);
+  }
+
+  {  // x + scale·y
+    const std::string name = "add_scaled C=512";
+    auto x = Bf16Leaf({5, 33, 512}, dev), y = Bf16Leaf({5, 33, 512}, dev);
+    auto s = F32Leaf({512}, dev, 1.0, 0.3);
+    auto g = torch::randn({5, 33, 512}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+    auto fused = RunWithGrads([&] { return AddScaled(x, s, y); }, {x, s, y}, g);
+    auto plain = RunWithGrads([&] { return x + s.to(x.scalar_type()) * y; }, {x, s, y}, g);
+    auto x64 = F64(x), y64 = F64(y), s64 = F64(s);
+    auto ref = RunWithGrads([&] { return x64 + s64 * y64; }, {x64, s64, y64}, g);
+    ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "dx", fused[1], ref[1], plain[1]);
+    ck.Expect(name, "dscale", fused[2], ref[2], plain[2]);
+    ck.Expect(name, "dy", fused[3], ref[3], plain[3]);
+  }
+
+  for (int64_t c : {512, 256, 1024}) {  // RMSNorm over the last dim
+    const std::string name = "rms_norm C=" + std::to_string(c);
+    const double eps = 0.0078125;
+    auto x = Bf16Leaf({3, 41, c}, dev, 3.0);
+    auto g = torch::randn({3, 41, c}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+    auto fused = RunWithGrads([&] { return RmsNormKernel(x, eps); }, {x}, g);
+    auto plain = RunWithGrads([&] { return x * torch::rsqrt(x.pow(2).mean(-1, true) + eps); }, {x}, g);
+    auto x64 = F64(x);
+    auto ref = RunWithGrads([&] { return x64 * torch::rsqrt(x64.pow(2).mean(-1, true) + eps); }, {x64}, g);
+    ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "dx", fused[1], ref[1], plain[1]);
+  }
+
+  {  // relu²
+    const std::string name = "relu_square";
+    auto u = Bf16Leaf({7, 29, 1024}, dev);
+    auto g = torch::randn({7, 29, 1024}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+    auto fused = RunWithGrads([&] { return ReluSquare(u); }, {u}, g);
+    auto plain = RunWithGrads([&] { return torch::relu(u).square(); }, {u}, g);
+    auto u64 = F64(u);
+    auto ref = RunWithGrads([&] { return torch::relu(u64).square(); }, {u64}, g);
+    ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "du", fused[1], ref[1], plain[1]);
+  }
+
+  // q (with gain) and k (without) at three head dims; h = 6 makes the grid stride cross heads.
+  for (int64_t d : {64, 32, 128}) {
+    for (bool with_gain : {true, false}) {
+      const std::string name = std::string(with_gain ? "qk_norm_rope_gain" : "qk_norm_rope") + " D=" + std::to_string(d);
+      const int64_t b = 2, t = 50, h = 6, half = d / 2;
+      const double eps = 0.0078125;  // bf16 epsilon, as RmsNorm uses for bf16
+      auto x = Bf16Leaf({b, t, h, d}, dev, 2.0);
+      auto gain = F32Leaf({h}, dev, 1.5, 0.3);
+      auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, d, 2, torch::kFloat64) / d);
+      auto freqs = torch::outer(torch::arange(t, torch::kFloat64), inv_freq);
+      auto cos = freqs.cos().to(torch::kFloat32).to(dev), sin = freqs.sin().to(torch::kFloat32).to(dev);
+      auto g = torch::randn({b, t, h, d}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+      // The plain path as model/gpt.cc computes it, on (B,H,T,D).
+      auto plain_fn = [&](const Tensor& xx, const Tensor& gg, const Tensor& c, const Tensor& s, double e) {
+        auto z = xx.transpose(1, 2);
+        z = z * torch::rsqrt(z.pow(2).mean(-1, true) + e);
+        auto c4 = c.view({1, 1, t, half}).to(z.scalar_type()), s4 = s.view({1, 1, t, half}).to(z.scalar_type());
+        auto x1 = z.narrow(-1, 0, half), x2 = z.narrow(-1, half, half);
+        z = torch::cat({x1 * c4 + x2 * s4, x1 * (-s4) + x2 * c4}, -1);
+        if (with_gain) z = z * gg.to(z.scalar_type()).view({1, h, 1, 1});
+        return z.transpose(1, 2);
+      };
+      std::vector<Tensor> leaves{x};
+      if (with_gain) leaves.push_back(gain);
+      auto fused = RunWithGrads([&] { return QkNormRope(x, cos, sin, with_gain ? gain : Tensor(), eps); }, leaves, g);
+      auto plain = RunWithGrads([&] { return plain_fn(x, gain, cos, sin, eps); }, leaves, g);
+      auto x64 = F64(x), gain64 = F64(gain);
+      // The kernel rounds the cos/sin tables to bf16, as the plain path's cast does.
+      auto c64 = cos.to(torch::kBFloat16).to(torch::kFloat64), s64 = sin.to(torch::kBFloat16).to(torch::kFloat64);
+      std::vector<Tensor> leaves64{x64};
+      if (with_gain) leaves64.push_back(gain64);
+      auto ref = RunWithGrads([&] { return plain_fn(x64, gain64, c64, s64, eps); }, leaves64, g);
+      ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+      ck.Expect(name, "dx", fused[1], ref[1], plain[1]);
+      if (with_gain) ck.Expect(name, "dgain", fused[2], ref[2], plain[2]);
+    }
+  }
+  g_poison = false;
+  std::printf("kernel-check %s: %d failure(s)\n", ck.failures == 0 ? "ALL PASS" : "FAILED", ck.failures);
+  return ck.failures;
+}
+
+}  // namespace caddie::model

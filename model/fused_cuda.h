@@ -1,0 +1,41 @@
+// The GPT's elementwise hot paths as single fused CUDA kernels with their backward
+// (custom autograd functions over model/fused_cuda.cu). Each function computes the same
+// value as the plain LibTorch expression named beside it and falls back to that expression
+// wherever the kernels do not apply: CPU, non-bf16 activations, LibTorch built without the
+// kernels (CADDIE_WITH_CUDA_KERNELS), odd shapes, or the knob listed in CADDIE_PERF_OFF
+// (model/perf_knobs.h). Stateless; thread-safe.
+#pragma once
+
+#include <torch/torch.h>
+
+namespace caddie::model {
+
+// True when this binary carries the CUDA kernels.
+bool FusedKernelsBuilt();
+
+// mix[0]·x + mix[1]·x0 (mix (2,C) fp32, cast to x's dtype on the plain path).   knob: kmix
+torch::Tensor MixResidual(const torch::Tensor& x, const torch::Tensor& mix, const torch::Tensor& x0);
+
+// x + scale·y (scale (C) fp32, cast to x's dtype on the plain path).            knob: kadd
+torch::Tensor AddScaled(const torch::Tensor& x, const torch::Tensor& scale, const torch::Tensor& y);
+
+// relu(u)².                                                                        knob: krelu
+torch::Tensor ReluSquare(const torch::Tensor& u);
+
+// x · rsqrt(mean(x², -1) + eps) for bf16 rows of 256/512/768/1024 (FusedRmsApplies).  knob: knorm
+bool FusedRmsApplies(const torch::Tensor& x);
+torch::Tensor RmsNormKernel(const torch::Tensor& x, double eps);
+
+// For q/k as (B,T,H,D) contiguous, straight from their projection: gain[h]·rope(RmsNorm(x))
+// with the rope over all D dims (cos/sin (T,D/2) fp32), gain (H) fp32 or undefined. True in
+// FusedQkApplies when this path can run (the caller keeps its plain path otherwise).  knob: kqk
+bool FusedQkApplies(const torch::Tensor& x);
+torch::Tensor QkNormRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                         const torch::Tensor& gain, double eps);
+
+// Checks every fused kernel against the plain computation in float64 (values and gradients,
+// fresh random bf16 inputs, outputs poisoned with NaN first); prints PASS/FAIL per kernel.
+// Returns the number of failures (a missing GPU or kernels counts as one).
+int SelfCheckFusedKernels();
+
+}  // namespace caddie::model
