@@ -14,7 +14,7 @@ struct CallCounters {
 
   void Count(const std::string& method, bool ok) const {
     calls->WithLabels({method}).Inc();
-    metrics::Counter& e = errors->WithLabels({method});  // exists at 0 from the first call
+    auto e = errors->WithLabels({method});  // exists at 0 from the first call
     if (!ok) e.Inc();
   }
 };

@@ -70,7 +70,7 @@ inline constexpr MetricDef kStaleReportsRejected{
 
 // gRPC server calls and errors (status != OK), by method name as in the proto
 // ("SubmitSweep", "Lease", "Heartbeat", …). On every call do
-//   calls.WithLabels({m}).Inc(); auto& e = errors.WithLabels({m}); if (!ok) e.Inc();
+//   calls.WithLabels({m}).Inc(); auto e = errors.WithLabels({m}); if (!ok) e.Inc();
 // so the error series exists (at 0) for every method that was called.
 inline constexpr MetricDef kGrpcServerCalls{"caddie_grpc_server_calls_total",
                                             MetricType::kCounter,

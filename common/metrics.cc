@@ -180,16 +180,16 @@ Family<T>::Family(std::string name, std::string help, std::vector<std::string> l
 }
 
 template <typename T>
-std::unique_ptr<T> Family<T>::NewChild() const {
+std::shared_ptr<T> Family<T>::NewChild() const {
   if constexpr (std::is_same_v<T, Histogram>) {
-    return std::make_unique<Histogram>(&bounds_);
+    return std::make_shared<Histogram>(&bounds_);
   } else {
-    return std::make_unique<T>();
+    return std::make_shared<T>();
   }
 }
 
 template <typename T>
-T& Family<T>::WithLabels(const LabelValues& values) {
+Child<T> Family<T>::WithLabels(const LabelValues& values) {
   if (values.size() != label_names_.size()) {
     // A programming error (names and arity are compile-time facts): fail loudly.
     std::fprintf(stderr, "metrics: %s has %zu labels (%s), got %zu values (%s)\n", name_.c_str(),
@@ -200,11 +200,11 @@ T& Family<T>::WithLabels(const LabelValues& values) {
   absl::MutexLock lock(&mu_);
   auto it = children_.find(values);
   if (it == children_.end()) it = children_.emplace(values, NewChild()).first;
-  return *it->second;
+  return Child<T>(it->second);
 }
 
 template <typename T>
-T& Family<T>::WithLabels(std::initializer_list<std::string_view> values) {
+Child<T> Family<T>::WithLabels(std::initializer_list<std::string_view> values) {
   LabelValues v;
   v.reserve(values.size());
   for (std::string_view s : values) v.emplace_back(s);

@@ -21,7 +21,10 @@
 // Thread-safety: everything here is safe for concurrent use from any thread.
 // Updating a child (Inc/Set/Observe) is lock-free for counters and gauges and
 // takes a per-child mutex for histograms; WithLabels/Remove take the family's
-// mutex; Render takes the registry's mutex, then each family's.
+// mutex; Render takes the registry's mutex, then each family's. WithLabels
+// returns a Child handle that shares ownership of the child, so a Remove on
+// another thread between WithLabels and Set never leaves a dangling reference
+// (that race corrupted the controller's heap under load, issue 13).
 #pragma once
 
 #include <atomic>
@@ -31,6 +34,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -94,6 +98,29 @@ class Histogram {
   uint64_t count_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// A handle on one child (label set) of a family, as WithLabels returns it.
+// It shares ownership of the child: a concurrent Remove/Clear only unlinks the
+// child from its family, and an update through a handle taken before that
+// lands in the unlinked child (no longer rendered) instead of freed memory.
+// Copying costs one shared_ptr copy; keep it for repeated updates.
+template <typename T>
+class Child {
+ public:
+  explicit Child(std::shared_ptr<T> child) : child_(std::move(child)) {}
+  T* operator->() const { return child_.get(); }
+  T& operator*() const { return *child_; }
+
+  void Set(double value) const requires std::is_same_v<T, Gauge> { child_->Set(value); }
+  void Inc(double delta = 1.0) const requires(!std::is_same_v<T, Histogram>) { child_->Inc(delta); }
+  void Dec(double delta = 1.0) const requires std::is_same_v<T, Gauge> { child_->Dec(delta); }
+  void Observe(double value) const requires std::is_same_v<T, Histogram> { child_->Observe(value); }
+  double Value() const requires(!std::is_same_v<T, Histogram>) { return child_->Value(); }
+  Histogram::Snapshot Snap() const requires std::is_same_v<T, Histogram> { return child_->Snap(); }
+
+ private:
+  std::shared_ptr<T> child_;
+};
+
 // The Prometheus default buckets (seconds): 5 ms … 10 s.
 extern const std::vector<double> kDefaultBuckets;
 // Finer latency buckets for fast operations (SQLite, RPCs): 100 µs … 10 s.
@@ -119,10 +146,10 @@ class Family {
  public:
   // Returns the child for `values` (created at zero if absent). `values` must
   // have exactly one entry per label name: a wrong count is a programming
-  // error and aborts with a message naming the metric. The reference stays
-  // valid until Remove/Clear drops that label set.
-  T& WithLabels(const LabelValues& values);
-  T& WithLabels(std::initializer_list<std::string_view> values);
+  // error and aborts with a message naming the metric. The handle stays valid
+  // whatever Remove/Clear do meanwhile (see Child).
+  Child<T> WithLabels(const LabelValues& values);
+  Child<T> WithLabels(std::initializer_list<std::string_view> values);
 
   // Drops the child with these label values (so finished jobs or gone workers
   // leave the live series). Returns false if there was none.
@@ -142,7 +169,7 @@ class Family {
   friend class Registry;
   Family(std::string name, std::string help, std::vector<std::string> label_names,
          std::vector<double> bounds);
-  std::unique_ptr<T> NewChild() const;
+  std::shared_ptr<T> NewChild() const;
   void RenderTo(std::string* out) const;
 
   // Constant after construction.
@@ -152,7 +179,7 @@ class Family {
   const std::vector<double> bounds_;  // histograms only
 
   mutable absl::Mutex mu_;
-  std::map<LabelValues, std::unique_ptr<T>> children_ ABSL_GUARDED_BY(mu_);
+  std::map<LabelValues, std::shared_ptr<T>> children_ ABSL_GUARDED_BY(mu_);
 };
 
 using CounterFamily = Family<Counter>;

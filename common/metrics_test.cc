@@ -107,7 +107,7 @@ TEST(MetricsTest, HistogramExposition) {
   auto h = registry.AddHistogram("caddie_test_latency_seconds", "Latency.", {"op"},
                                  {0.01, 0.1, 1});
   ASSERT_TRUE(h.ok()) << h.status();
-  auto& commit = (*h)->WithLabels({"commit"});
+  auto commit = (*h)->WithLabels({"commit"});
   commit.Observe(0.005);
   commit.Observe(0.01);  // on the bound: counts into le="0.01"
   commit.Observe(0.5);
@@ -280,6 +280,50 @@ TEST(MetricsTest, ConcurrentUpdatesAreNotLost) {
   EXPECT_EQ((*c)->WithLabels({"shared"}).Value(), 40000);
   EXPECT_EQ((*c)->WithLabels({"3"}).Value(), 10000);
   EXPECT_THAT(registry.Render(), HasSubstr("caddie_conc_seconds_count 40000\n"));
+}
+
+// A handle taken before another thread drops its series must stay usable: the
+// controller sets a leaderboard gauge while a concurrent completion removes the
+// sweep's series (issue 13: the old T& pointed into freed memory and corrupted
+// the heap under load).
+TEST(MetricsTest, HandleTakenBeforeRemoveStaysUsable) {
+  Registry registry;
+  auto g = registry.AddGauge("caddie_handle", "x", {"sweep_id", "job_id"});
+  ASSERT_TRUE(g.ok());
+  auto h = (*g)->WithLabels({"s1", "j1"});
+  EXPECT_EQ((*g)->RemoveMatching("sweep_id", "s1"), 1);
+  h.Set(7);  // lands in the unlinked child
+  EXPECT_EQ(h.Value(), 7);
+  EXPECT_EQ((*g)->Size(), 0u);
+  EXPECT_THAT(registry.Render(), Not(HasSubstr("j1")));
+  EXPECT_EQ((*g)->WithLabels({"s1", "j1"}).Value(), 0);  // a new series starts at zero
+}
+
+TEST(MetricsTest, ConcurrentSetAndRemoveOfTheSameSeries) {
+  Registry registry;
+  auto g = registry.AddGauge("caddie_race", "x", {"sweep_id", "job_id"});
+  auto h = registry.AddHistogram("caddie_race_seconds", "x", {"op"}, {1});
+  ASSERT_TRUE(g.ok());
+  ASSERT_TRUE(h.ok());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20000; ++i) {
+        const std::string job = std::to_string(i % 8);
+        if (t % 2 == 0) {
+          (*g)->WithLabels({"s", job}).Set(i);
+          (*h)->WithLabels({job}).Observe(0.5);
+        } else {
+          (*g)->RemoveMatching("sweep_id", "s");
+          (*h)->Remove({job});
+        }
+        if (i % 5000 == 0) registry.Render();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  (*g)->Clear();
+  EXPECT_EQ((*g)->Size(), 0u);
 }
 
 // The whole format, every type at once, through the real linter.

@@ -516,6 +516,9 @@ void Scheduler::OnJobFinished(const v1::Job& job) {
   metrics_->RemoveJob(job.sweep_id(), job.id());
   if (IsFinal(job.state())) metrics_->finished->WithLabels({StateLabel(job.state())}).Inc();
   if (job.state() == v1::JOB_STATE_SUCCEEDED) {
+    // Query and replace as one step: two completions of a sweep interleaving
+    // their remove + re-add would leave an older top list (or both) behind.
+    absl::MutexLock l(&leaderboard_mu_);
     auto best = store_->BestJobs(job.sweep_id(), metric_names::kLeaderboardSize);
     if (best.ok()) {
       metrics_->lb_val->RemoveMatching("sweep_id", job.sweep_id());

@@ -159,6 +159,10 @@ class Scheduler {
   // memory and put on queued jobs as they are read, never written per row.
   std::map<int32_t, std::string> pending_by_gpus_ ABSL_GUARDED_BY(mu_);
 
+  // Serialises leaderboard gauge refreshes (store query + replace); taken
+  // before the store's lock, never with mu_ held.
+  absl::Mutex leaderboard_mu_;
+
   absl::Mutex watch_mu_;
   int64_t next_watch_ ABSL_GUARDED_BY(watch_mu_) = 1;
   std::map<int64_t, std::pair<std::string, std::shared_ptr<std::function<void()>>>> watchers_

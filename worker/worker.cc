@@ -154,7 +154,7 @@ std::unique_ptr<grpc::ClientContext> Worker::Context() const {
 
 void Worker::CountRpc(const char* method, const grpc::Status& s) {
   rpc_calls_->WithLabels({method}).Inc();
-  auto& e = rpc_errors_->WithLabels({method});
+  auto e = rpc_errors_->WithLabels({method});
   if (!s.ok()) e.Inc();
 }
 
