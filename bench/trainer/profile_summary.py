@@ -13,7 +13,8 @@ if not gpu:
 def bucket(n):
     l = n.lower()
     if 'nccl' in l: return 'nccl'
-    if 'flash' in l or 'fmha' in l or 'attention' in l: return 'attention (flash)'
+    if 'caddie::model::cuda' in l: return 'fused (caddie kernels)'
+    if 'flash' in l or 'fmha' in l or 'attention' in l or 'cudnn' in l: return 'attention (flash)'
     if any(k in l for k in ('gemm', 'nvjet', 'xmma', 'cutlass', 'sm90', 'splitk')): return 'matmul'
     if 'memcpy' in l or 'memset' in l: return 'memcpy/memset'
     if 'softmax' in l or 'nll' in l or 'cross_entropy' in l: return 'softmax / cross-entropy'
