@@ -217,6 +217,11 @@ GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
   }
   skip_weights = register_parameter(
       "skip_weights", torch::ones({std::min(num_encoder_layers, num_decoder_layers), c}));
+  auto recur = ParseRecurLayers(s.recur_layers);
+  loop_lo = recur.ok() && recur->first >= 0 ? recur->first : 0;
+  loop_len = (recur.ok() && recur->first >= 0 ? recur->second + 1 : s.num_layers) - loop_lo;
+  if (s.loop_scalars) loop_scalars = register_parameter("loop_scalars", torch::ones({s.loops, c}));
+  if (s.loop_embedding) loop_embedding = register_parameter("loop_embedding", torch::zeros({s.loops, c}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < StoredBlocks(s); ++i) {
     const char mixer = s.mixer_pattern.empty() ? (s.mixer == "ssm" ? 'S' : 'A') : s.mixer_pattern[i];
@@ -254,6 +259,9 @@ std::vector<torch::Tensor> GptImpl::ScalarParams() {
     if (!IsBlockMatrix(kv.key(), kv.value())) out.push_back(kv.value());
   }
   if (skip_weights.numel() > 0) out.push_back(skip_weights);
+  for (const auto& p : {loop_scalars, loop_embedding}) {
+    if (p.defined()) out.push_back(p);
+  }
   return out;
 }
 
@@ -274,7 +282,8 @@ int64_t ExpectedParamCount(const TrainSpec& s) {
   const int64_t depth = static_cast<int64_t>(LayerSchedule(s).size());
   const int64_t enc = depth / 2, dec = depth - enc;
   const int64_t emb = s.vocab_size * e * (s.tie_embeddings ? 1 : 2) + (e < c ? 2 * c * e : 0);
-  return emb + std::min(enc, dec) * c + blocks;
+  const int64_t loop_params = (s.loop_scalars + s.loop_embedding) * s.loops * c;
+  return emb + std::min(enc, dec) * c + blocks + loop_params;
 }
 
 // --- Forward ----------------------------------------------------------------
@@ -393,7 +402,12 @@ torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
   std::vector<torch::Tensor> skips;
   auto layer = [&](int64_t i) {
     const int64_t b = schedule[i];
-    return BlockForward(*blocks[b]->as<BlockImpl>(), "blocks." + std::to_string(b) + ".", x, x0);
+    const int64_t at = i - loop_lo, l = at >= 0 && at < spec.loops * loop_len ? at / loop_len : -1;
+    auto in = x;
+    if (loop_embedding.defined() && l >= 0 && at % loop_len == 0) in = in + loop_embedding[l].to(in.scalar_type());
+    auto out = BlockForward(*blocks[b]->as<BlockImpl>(), "blocks." + std::to_string(b) + ".", in, x0);
+    if (loop_scalars.defined() && l >= 0) out = in + loop_scalars[l].to(in.scalar_type()) * (out - in);
+    return out;
   };
   // U-Net: the first half stores skips; the second half adds them back in reverse.
   for (int64_t i = 0; i < num_encoder_layers; ++i) {

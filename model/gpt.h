@@ -106,6 +106,11 @@ struct GptImpl : torch::nn::Module {
   torch::nn::Embedding tok_emb{nullptr};            // (V, E); E = embed_dim or C
   torch::nn::Linear embed_proj{nullptr}, head_proj{nullptr};  // E->C, C->E when E < C
   torch::Tensor skip_weights;  // (min(enc, dec), C)
+  // Per-loop parameters (loop_scalars / loop_embedding keys), undefined when off: loop l
+  // runs schedule[loop_lo + l*loop_len .. +loop_len). loop_scalars[l] gains each looped
+  // layer's residual update (init 1); loop_embedding[l] is added as loop l starts (init 0).
+  torch::Tensor loop_scalars, loop_embedding;  // (loops, C)
+  int64_t loop_lo = 0, loop_len = 0;
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::Linear lm_head{nullptr};  // only when !tie_embeddings: (V, E)
 

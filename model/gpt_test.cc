@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/core/shard_format.h"
+#include "model/artifact.h"
 
 namespace caddie::model {
 namespace {
@@ -220,6 +221,9 @@ std::vector<Variant> Variants() {
       // plus MLP 4,096 and scales/mix 128 = 14,144.
       {"ssm", [](TrainSpec& s) { s.mixer = "ssm"; }, emb + 1 * c + 3 * 14144},
       {"hybrid_ASA", [](TrainSpec& s) { s.mixer_pattern = "ASA"; }, emb + 1 * c + 2 * block + 14144},
+      // recur_layers schedule plus (loops, C) gains and (loops, C) loop embeddings.
+      {"loop_params", [](TrainSpec& s) { s.loops = 3, s.recur_layers = "1-1", s.loop_scalars = s.loop_embedding = true; },
+       emb + 2 * c + 3 * block + 2 * 3 * c},
   };
 }
 
@@ -279,6 +283,69 @@ TEST(AxesTest, EveryVariantIsCausal) {
     EXPECT_GT((a.index({Slice(), Slice(6, 16)}) - b.index({Slice(), Slice(6, 16)})).abs().max().item<float>(), 1e-5)
         << v.name;
   }
+}
+
+TEST(AxesTest, LoopParamsAddLoopsTimesWidthEachAndStartAsIdentity) {
+  TrainSpec base = Tiny();
+  base.loops = 3, base.recur_layers = "1-2";  // schedule 0,1,2,1,2,1,2
+  torch::manual_seed(5);
+  Gpt plain(base);
+  auto x = torch::randint(1024, {2, 16}, torch::kInt64);
+  for (int which = 0; which < 2; ++which) {
+    TrainSpec s = base;
+    (which == 0 ? s.loop_scalars : s.loop_embedding) = true;
+    const std::string name = which == 0 ? "loop_scalars" : "loop_embedding";
+    torch::manual_seed(5);
+    Gpt m(s);
+    EXPECT_EQ(m->NumParams() - plain->NumParams(), 3 * 32) << name;
+    EXPECT_EQ(ExpectedParamCount(s), m->NumParams()) << name;
+    EXPECT_EQ(m->named_parameters()[name].sizes(), torch::IntArrayRef({3, 32}));
+    EXPECT_EQ(m->ScalarParams().size(), plain->ScalarParams().size() + 1) << name;
+    EXPECT_EQ(m->MatrixParams().size(), plain->MatrixParams().size()) << name;
+    // Gains of 1 and embeddings of 0 leave the function unchanged at init.
+    auto a = m->Logits(x);
+    EXPECT_EQ(a.sizes(), torch::IntArrayRef({2, 16, 1024}));
+    EXPECT_TRUE(torch::equal(a, plain->Logits(x))) << name;
+  }
+}
+
+TEST(AxesTest, EveryLoopsParamsGetAGradientAndSurviveTheArtifact) {
+  TrainSpec s = Tiny();
+  s.loops = 3, s.recur_layers = "1-1", s.loop_scalars = s.loop_embedding = true;
+  torch::manual_seed(6);
+  Gpt m(s);
+  {
+    // Non-zero projections: at init a block's update is 0 and so is the gains' gradient.
+    torch::NoGradGuard ng;
+    for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  }
+  auto x = torch::randint(1024, {2, 16}, torch::kInt64);
+  m->Loss(x, x).backward();
+  for (const auto& p : {m->loop_scalars, m->loop_embedding}) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_GT(p.grad().abs().sum(1).min().item<float>(), 0.0f);  // every loop's row
+  }
+  NamedTensors state;
+  for (const auto& kv : m->named_parameters()) state.emplace_back(kv.key(), kv.value().detach());
+  auto art = ExportArtifact(state, ExportOptions());
+  ASSERT_TRUE(art.ok()) << art.status().message();
+  auto info = DescribeArtifact(*art);
+  ASSERT_TRUE(info.ok());
+  int kept = 0;
+  for (const auto& t : *info) {
+    if (t.name == "loop_scalars" || t.name == "loop_embedding") kept += t.bits == 0 && t.storage_dtype == torch::kHalf;
+  }
+  EXPECT_EQ(kept, 2);
+  auto back = ImportArtifact(*art);
+  ASSERT_TRUE(back.ok());
+  int found = 0;
+  for (const auto& [name, t] : *back) {
+    if (name != "loop_scalars" && name != "loop_embedding") continue;
+    ++found;
+    auto want = m->named_parameters()[name].detach().to(torch::kHalf).to(torch::kFloat32);
+    EXPECT_TRUE(torch::equal(t.to(torch::kFloat32), want)) << name;
+  }
+  EXPECT_EQ(found, 2);
 }
 
 // Each variant learns the real corpus: 100 steps (Muon + Adam, as the trainer splits them).

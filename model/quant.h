@@ -27,7 +27,7 @@ struct QuantOptions {
   // Tensors whose name contains one of these stay fp16 whatever their size:
   // norms, gains and mixing scalars are few bytes but very sensitive.
   std::vector<std::string> keep_float_name_patterns = {
-      "norm", "gain", "scale", "resid_mix", "skip_weight"};
+      "norm", "gain", "scale", "resid_mix", "skip_weight", "loop_scalars", "loop_embedding"};
 };
 
 // Returns OK when `bits` is one of the supported widths, else an error naming it.

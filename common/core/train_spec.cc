@@ -72,6 +72,8 @@ const std::vector<Field>& Fields() {
       {"unique_blocks", &TrainSpec::unique_blocks, 0, 256},
       {"loops", &TrainSpec::loops, 1, 64},
       {"recur_layers", &TrainSpec::recur_layers},
+      {"loop_scalars", &TrainSpec::loop_scalars},
+      {"loop_embedding", &TrainSpec::loop_embedding},
       {"mixer", &TrainSpec::mixer, 0, 0, {"attention", "ssm"}},
       {"mixer_pattern", &TrainSpec::mixer_pattern},
       {"ssm_state_dim", &TrainSpec::ssm_state_dim, 1, 1024},
@@ -305,6 +307,12 @@ LiteStatus ValidateTrainSpec(const TrainSpec& s) {
   if (recur->second >= s.num_layers) {
     return err("recur_layers \"" + s.recur_layers + "\" reaches past the last layer (num_layers = " +
                n + ")");
+  }
+  for (auto [key, on] : {std::pair{"loop_scalars", s.loop_scalars}, std::pair{"loop_embedding", s.loop_embedding}}) {
+    if (on && s.loops < 2) {
+      return err(std::string(key) + " = true needs depth recurrence: loops = " + std::to_string(s.loops) +
+                 " must be >= 2");
+    }
   }
   auto sched = ParseSeqLenSchedule(s.seq_len_schedule);
   if (!sched.ok()) return sched.status();

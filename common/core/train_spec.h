@@ -77,6 +77,8 @@ struct TrainSpec {
   int64_t unique_blocks = 0;      // 0 = num_layers (no sharing)
   int64_t loops = 1;              // times the recurrent range is applied
   std::string recur_layers;       // "" = all layers loop; "A-B" = loop only layers A..B (inclusive)
+  bool loop_scalars = false;      // learned (loops, C) gain on each looped layer's residual update (needs loops > 1)
+  bool loop_embedding = false;    // learned (loops, C) vector added to the stream as each loop starts (needs loops > 1)
   std::string mixer = "attention";  // attention | ssm
   std::string mixer_pattern;      // "" = all `mixer`; else one letter per layer: A (attention) / S (ssm)
   int64_t ssm_state_dim = 16;

@@ -94,6 +94,11 @@ TEST(TrainSpecTest, CrossKeyConstraints) {
   EXPECT_EQ(ErrorOf(R"({"recur_layers": "5-4"})"),
             "spec key \"recur_layers\" = \"5-4\" must be \"A-B\" with 0 <= A <= B (layer indices)");
   EXPECT_THAT(ErrorOf(R"({"recur_layers": "4-9"})"), HasSubstr("reaches past the last layer"));
+  EXPECT_EQ(ErrorOf(R"({"loop_scalars": true})"),
+            "loop_scalars = true needs depth recurrence: loops = 1 must be >= 2");
+  EXPECT_EQ(ErrorOf(R"({"loop_embedding": true, "unique_blocks": 3})"),
+            "loop_embedding = true needs depth recurrence: loops = 1 must be >= 2");
+  EXPECT_TRUE(ParseTrainSpecText(R"({"loop_embedding": true, "loops": 2, "loop_scalars": true})").ok());
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "300:0.5,1024"})"),
               HasSubstr("length 300 must divide seq_len = 1024"));
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "256:x"})"), HasSubstr("bad stage \"256:x\""));
