@@ -9,7 +9,9 @@
 //   CADDIE_PERF_OFF=a,b      switch optimisations off to measure what each gives:
 //                            norm (fused RMSNorm), resid (bf16 residual stream), gqa (SDPA's
 //                            own GQA instead of repeat_interleave), ns (batched Newton–Schulz),
-//                            sync (per-step host sync), pin (pinned async batch copies).
+//                            sync (per-step host sync), pin (pinned async batch copies),
+//                            overlap (gradient all-reduce overlapped with backward).
+//   CADDIE_GRAD_BUCKET_KB=N  gradient all-reduce bucket size (default 25600, DDP's 25 MiB).
 //
 // Reading the environment is thread-safe; values are read once per call site.
 #pragma once

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -25,6 +26,8 @@
 #include <vector>
 
 #include "common/core/shard_format.h"
+#include "common/core/train_spec.h"
+#include "model/gpt.h"
 
 namespace {
 
@@ -237,6 +240,29 @@ TEST(TrainRunTest, TwoHundredStepsLearnTheRealCorpus) {
   }
 }
 
+// Two gloo ranks of `spec`; events from rank 0 (rank 1 must write none).
+RunResult TrainTwoRanks(const TempDir& tmp, const std::string& tag, const json& spec,
+                        const std::map<std::string, std::string>& env) {
+  const fs::path spec_path = tmp.path() / (tag + ".json");
+  std::ofstream(spec_path) << spec.dump();
+  const std::string port = std::to_string(FreePort());
+  std::vector<Proc> ranks;
+  for (int r = 0; r < 2; ++r) {
+    auto e = env;
+    e.insert({{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", std::to_string(r)},
+              {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", port}});
+    ranks.push_back(Start(tmp.path(), tag + "-rank" + std::to_string(r),
+                          {"--spec", spec_path.string(), "--run-dir", (tmp.path() / tag).string()}, e));
+  }
+  int code = 0;
+  std::string err;
+  for (auto& p : ranks) {
+    if (int c = Wait(p); c != 0) code = c, err += ReadFile(p.err);
+  }
+  EXPECT_TRUE(Events(ranks[1].out).empty()) << "rank 1 wrote events";
+  return RunResult{code, Events(ranks[0].out), err, tmp.path() / tag};
+}
+
 // 2 ranks x 1 micro-batch read the same token spans as 1 rank x 2 micro-batches
 // (the reference's loader), so the averaged gradients and the weights must agree.
 TEST(TrainRunTest, TwoGlooRanksMatchOneRankWithTwiceTheBatch) {
@@ -246,21 +272,9 @@ TEST(TrainRunTest, TwoGlooRanksMatchOneRankWithTwiceTheBatch) {
   RunResult single = TrainOnce(tmp, "one", one);
   ASSERT_EQ(single.code, 0) << single.err;
 
-  json two = TinySpec();
-  const fs::path spec_path = tmp.path() / "two.json";
-  std::ofstream(spec_path) << two.dump();
-  const std::string port = std::to_string(FreePort());
-  std::vector<Proc> ranks;
-  for (int r = 0; r < 2; ++r) {
-    ranks.push_back(Start(tmp.path(), "rank" + std::to_string(r),
-                          {"--spec", spec_path.string(), "--run-dir", (tmp.path() / "two").string()},
-                          {{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", std::to_string(r)},
-                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", port}}));
-  }
-  for (auto& p : ranks) ASSERT_EQ(Wait(p), 0) << ReadFile(p.err);
-  // Only rank 0 writes events.
-  EXPECT_TRUE(Events(ranks[1].out).empty());
-  RunResult dual{0, Events(ranks[0].out), "", tmp.path() / "two"};
+  // Small buckets: the overlapped all-reduce launches several, in index order.
+  RunResult dual = TrainTwoRanks(tmp, "two", TinySpec(), {{"CADDIE_GRAD_BUCKET_KB", "64"}});
+  ASSERT_EQ(dual.code, 0) << dual.err;
   EXPECT_EQ(dual.Last("start")["world_size"], 2);
 
   auto a = single.Losses(), b = dual.Losses();
@@ -274,6 +288,43 @@ TEST(TrainRunTest, TwoGlooRanksMatchOneRankWithTwiceTheBatch) {
         << n << " max diff " << (wa[n] - wb[n]).abs().max().item<float>();
   }
   // And training moved them (the comparison is not of two initial states).
+  EXPECT_GT(wa["blocks.1.mlp.proj.weight"].abs().max().item<float>(), 1e-3);
+}
+
+// The all-reduce overlapped with backward (hooks on the last of 2 micro-batches, 8 KiB
+// buckets, so ~20 of them) averages the same numbers as the one after backward: the
+// weights are bit-identical.
+TEST(TrainRunTest, OverlappedAllReduceEqualsAllReduceAfterBackward) {
+  TempDir tmp;
+  json spec = TinySpec();
+  spec["grad_accum_steps"] = 2;
+  spec["iterations"] = 6;
+  RunResult on = TrainTwoRanks(tmp, "on", spec, {{"CADDIE_GRAD_BUCKET_KB", "8"}});
+  ASSERT_EQ(on.code, 0) << on.err;
+  RunResult off = TrainTwoRanks(tmp, "off", spec, {{"CADDIE_PERF_OFF", "overlap"}});
+  ASSERT_EQ(off.code, 0) << off.err;
+  auto parsed = caddie::ParseTrainSpec(spec);
+  ASSERT_TRUE(parsed.ok());
+  caddie::model::Gpt shapes(*parsed);
+  std::vector<std::string> names;
+  for (const auto& kv : shapes->named_parameters()) names.push_back(kv.key());
+  auto wa = LoadModel(on.run_dir, names), wb = LoadModel(off.run_dir, names);
+  for (const auto& n : names) {
+    EXPECT_TRUE(torch::equal(wa[n], wb[n])) << n << " max diff " << (wa[n] - wb[n]).abs().max().item<float>();
+  }
+  EXPECT_EQ(on.Losses(), off.Losses());
+  // 6 steps: with overlap every bucket starts inside backward; without, none does.
+  const std::string on_log = ReadFile(on.run_dir / "train.log"), off_log = ReadFile(off.run_dir / "train.log");
+  const std::regex re("grad_allreduce buckets:(\\d+) overlap:(\\d) launched_in_backward:(\\d+) launched:(\\d+)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(on_log, m, re)) << on_log;
+  EXPECT_GE(std::stoi(m[1]), 10);
+  EXPECT_EQ(m[2], "1");
+  EXPECT_EQ(std::stoi(m[3]), 6 * std::stoi(m[1]));
+  EXPECT_EQ(std::stoi(m[4]), 6 * std::stoi(m[1]));
+  ASSERT_TRUE(std::regex_search(off_log, m, re)) << off_log;
+  EXPECT_EQ(m[2], "0");
+  EXPECT_EQ(m[3], "0");
   EXPECT_GT(wa["blocks.1.mlp.proj.weight"].abs().max().item<float>(), 1e-3);
 }
 
@@ -344,14 +395,15 @@ TEST(TrainRunTest, ArchitectureAxesComposeEndToEnd) {
   TempDir tmp;
   json spec = TinySpec();
   spec.update({{"loops", 2}, {"mixer_pattern", "AS"}, {"embed_dim", 32}, {"pos_scheme", "alibi"},
-               {"seq_len_schedule", "32:0.5,64"}});
+               {"seq_len_schedule", "32:0.5,64"}, {"loop_scalars", true}, {"loop_embedding", true}});
   RunResult r = TrainOnce(tmp, "axes", spec);
   ASSERT_EQ(r.code, 0) << r.err;
   // C = 64, H = 4, K = 2 (kv dim 32), MLP 2x. Attention block: 64*64*2 + 2*64*32 + 2*64*128
   // + 4 + 4*64 = 28,932. SSM block (D_in 128, N 16, W 4, dt rank 4): 64*256 + 128*4 + 128
   // + 128*36 + 4*128 + 128 + 128*16 + 128 + 128*64 = 32,640, plus MLP and scales 16,640.
-  // Depth 4 (2 blocks looped twice) -> 2 skip vectors; embedding 1024*32 + projections 2*64*32.
-  const int64_t expected = 28932 + (32640 + 16640) + 2 * 64 + 1024 * 32 + 2 * 64 * 32;
+  // Depth 4 (2 blocks looped twice) -> 2 skip vectors; embedding 1024*32 + projections 2*64*32;
+  // loop gains and loop embeddings (2, 64) each.
+  const int64_t expected = 28932 + (32640 + 16640) + 2 * 64 + 1024 * 32 + 2 * 64 * 32 + 2 * 2 * 64;
   EXPECT_EQ(r.Last("start")["params"], expected);
   const json fin = r.Last("final");
   EXPECT_EQ(fin["exit_reason"], "completed");

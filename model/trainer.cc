@@ -136,39 +136,10 @@ class Dist {
     pg_->allreduce(v, o)->wait();
   }
 
-  // Averages gradients over ranks: flat buckets, all launched before any is awaited.
-  void AverageGrads(const std::vector<torch::Tensor>& params) {
-    if (world == 1) return;
-    constexpr int64_t kBucketElems = int64_t{4} << 20;
-    std::vector<std::vector<torch::Tensor>> buckets(1);
-    int64_t n = 0;
-    for (const auto& p : params) {
-      if (!p.grad().defined()) continue;
-      if (n > 0 && n + p.numel() > kBucketElems) buckets.emplace_back(), n = 0;
-      buckets.back().push_back(p.grad());
-      n += p.numel();
-    }
-    std::vector<torch::Tensor> flats;
-    std::vector<c10::intrusive_ptr<c10d::Work>> works;
-    for (auto& b : buckets) {
-      if (b.empty()) continue;
-      std::vector<torch::Tensor> pieces;
-      for (auto& g : b) pieces.push_back(g.reshape(-1));
-      flats.push_back(torch::cat(pieces));
-      std::vector<torch::Tensor> v{flats.back()};
-      works.push_back(pg_->allreduce(v));
-    }
-    for (auto& w : works) w->wait();
-    size_t bi = 0;
-    for (auto& b : buckets) {
-      if (b.empty()) continue;
-      auto flat = flats[bi++].div_(world);
-      int64_t off = 0;
-      for (auto& g : b) {
-        g.copy_(flat.narrow(0, off, g.numel()).view_as(g));
-        off += g.numel();
-      }
-    }
+  // Starts a sum all-reduce of t in place; the caller waits on the work.
+  c10::intrusive_ptr<c10d::Work> AllReduceAsync(torch::Tensor& t) {
+    std::vector<torch::Tensor> v{t};
+    return pg_->allreduce(v);
   }
 
   void Broadcast(torch::Tensor& t) {
@@ -182,6 +153,128 @@ class Dist {
  private:
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<ProcessGroupBase> pg_;
+};
+
+// Averages gradients over ranks in flat buckets of about bucket_bytes, as DDP's reducer:
+// buckets are filled in reverse registration order (the order backward yields gradients).
+// Overlapped, each parameter's gradient hook, armed for the last micro-batch only, copies
+// its full gradient (accumulated + incoming) into its bucket, and a filled bucket is
+// all-reduced while backward goes on. Buckets launch strictly in index order, so every
+// rank issues the same collectives in the same order whatever order its hooks fire in.
+// Not overlapped (CADDIE_PERF_OFF=overlap), Finish() fills and launches all buckets.
+// Hooks run on autograd's thread while the caller waits in backward(): no locking.
+class GradAverager {
+ public:
+  GradAverager(Dist& dist, std::vector<torch::Tensor> params, int64_t bucket_bytes, bool overlap)
+      : dist_(dist), params_(std::move(params)), overlap_(overlap) {
+    bucket_of_.resize(params_.size());
+    offset_.resize(params_.size());
+    got_.assign(params_.size(), false);
+    int64_t bytes = 0;
+    for (size_t k = params_.size(); k-- > 0;) {
+      const auto& p = params_[k];
+      const int64_t nb = p.numel() * static_cast<int64_t>(p.element_size());
+      const bool fits = !buckets_.empty() && bytes + nb <= bucket_bytes &&
+                        buckets_.back().flat_options.dtype() == p.dtype() &&
+                        buckets_.back().flat_options.device() == p.device();
+      if (!fits) buckets_.push_back({{}, 0, p.options(), {}, 0}), bytes = 0;
+      auto& b = buckets_.back();
+      bucket_of_[k] = buckets_.size() - 1;
+      offset_[k] = b.numel;
+      b.members.push_back(k);
+      b.numel += p.numel();
+      bytes += nb;
+    }
+    for (auto& b : buckets_) b.flat = torch::zeros({b.numel}, b.flat_options), b.pending = b.members.size();
+    if (!overlap_) return;
+    for (size_t k = 0; k < params_.size(); ++k) {
+      hooks_.push_back(params_[k].register_hook([this, k](const torch::Tensor& g) { OnGrad(k, g); }));
+    }
+  }
+  ~GradAverager() {
+    for (size_t k = 0; k < hooks_.size(); ++k) params_[k].remove_hook(hooks_[k]);
+  }
+  GradAverager(const GradAverager&) = delete;
+  GradAverager& operator=(const GradAverager&) = delete;
+
+  // For train.log: how much of the all-reduce the hooks started during backward.
+  std::string Summary() const {
+    return "grad_allreduce buckets:" + std::to_string(buckets_.size()) + " overlap:" + std::to_string(overlap_) +
+           " launched_in_backward:" + std::to_string(launched_in_backward_) + " launched:" + std::to_string(launched_);
+  }
+
+  // Call before the backward of the step's last micro-batch.
+  void ArmForLastMicroBatch() { armed_ = overlap_; }
+
+  // After the last backward: launches what is left, waits, and leaves every defined
+  // .grad() equal to the mean over ranks (undefined grads stay undefined).
+  void Finish() {
+    torch::NoGradGuard ng;
+    for (; next_ < buckets_.size(); ++next_) {
+      for (size_t k : buckets_[next_].members) {
+        if (!got_[k]) Fill(k, params_[k].grad());
+      }
+      Launch(next_);
+    }
+    for (auto& w : works_) w->wait();
+    for (auto& b : buckets_) {
+      b.flat.div_(dist_.world);
+      for (size_t k : b.members) {
+        auto& p = params_[k];
+        if (p.grad().defined()) p.mutable_grad().copy_(Slice(k).view_as(p));
+        got_[k] = false;
+      }
+      b.pending = b.members.size();
+    }
+    works_.clear();
+    next_ = 0;
+    armed_ = false;
+  }
+
+ private:
+  struct Bucket {
+    std::vector<size_t> members;
+    int64_t numel;
+    torch::TensorOptions flat_options;
+    torch::Tensor flat;
+    size_t pending;  // members whose gradient has not come in this step
+  };
+
+  torch::Tensor Slice(size_t k) { return buckets_[bucket_of_[k]].flat.narrow(0, offset_[k], params_[k].numel()); }
+  void Fill(size_t k, const torch::Tensor& g) {
+    if (g.defined()) {
+      Slice(k).copy_(g.reshape(-1));
+    } else {
+      Slice(k).zero_();
+    }
+  }
+  void Launch(size_t b) {
+    works_.push_back(dist_.AllReduceAsync(buckets_[b].flat));
+    ++launched_;
+  }
+
+  // The hook runs before AccumulateGrad adds g to .grad(), so the full gradient is the sum.
+  void OnGrad(size_t k, const torch::Tensor& g) {
+    if (!armed_ || got_[k]) return;
+    torch::NoGradGuard ng;
+    const auto& acc = params_[k].grad();
+    Fill(k, acc.defined() ? acc + g : g);
+    got_[k] = true;
+    --buckets_[bucket_of_[k]].pending;
+    while (next_ < buckets_.size() && buckets_[next_].pending == 0) Launch(next_++), ++launched_in_backward_;
+  }
+
+  Dist& dist_;
+  std::vector<torch::Tensor> params_;
+  bool overlap_, armed_ = false;
+  std::vector<size_t> bucket_of_;
+  std::vector<int64_t> offset_;
+  std::vector<bool> got_;
+  std::vector<Bucket> buckets_;
+  std::vector<unsigned> hooks_;
+  std::vector<c10::intrusive_ptr<c10d::Work>> works_;
+  size_t next_ = 0;  // buckets [0, next_) are launched
+  int64_t launched_ = 0, launched_in_backward_ = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -416,6 +509,12 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   const auto ns_dtype = amp ? torch::kBFloat16 : torch::kFloat32;
   auto opts = std::make_unique<Optimizers>(model, spec, ns_dtype);
   const auto params = model->parameters();
+  // DDP's default bucket size, 25 MiB; CADDIE_GRAD_BUCKET_KB changes it (tests: many buckets).
+  std::unique_ptr<GradAverager> averager;
+  if (dist.world > 1) {
+    averager = std::make_unique<GradAverager>(dist, params, int64_t{1024} * EnvLong("CADDIE_GRAD_BUCKET_KB", 25 * 1024),
+                                              !PerfOff("overlap"));
+  }
 
   log.Emit(events::kStart, {{events::kParams, n_params},
                             {events::kWorldSize, dist.world},
@@ -442,9 +541,10 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
         loss = model->Loss(x, y);
       }
       loss_sum += loss.detach().to(torch::kFloat32);
+      if (averager && m == accum - 1) averager->ArmForLastMicroBatch();
       (loss / static_cast<double>(accum)).backward();
     }
-    dist.AverageGrads(params);
+    if (averager) averager->Finish();
     return loss_sum / static_cast<double>(accum);
   };
 
@@ -597,6 +697,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   const double tokens_per_s = training_ms > 0 ? step * spec.train_batch_tokens / (training_ms / 1000.0) : 0;
   log.Log("stopped step:" + std::to_string(step) + " reason:" + exit_reason +
           " train_time_ms:" + std::to_string(training_ms));
+  if (averager) log.Log(averager->Summary());
 
   // --- Export: final model, quantised artifact, round trip ---
   model->SetQat(0, 0);
