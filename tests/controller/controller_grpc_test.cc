@@ -93,16 +93,10 @@ TEST_F(ControllerGrpcTest, SubmitLeaseEventsCompleteLeaderboard) {
   }
 
   // The watch stream delivered every event, then the final state, and ended.
-  v1::WatchJobResponse msg;
-  std::vector<std::string> types;
-  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
-  while (reader->Read(&msg)) {
-    for (const auto& e : msg.events()) types.push_back(e.type());
-    if (msg.has_job()) last = msg.job().state();
-  }
+  const caddie::testing::WatchSeen seen = caddie::testing::ReadWatch(reader.get());
   EXPECT_TRUE(reader->Finish().ok());
-  EXPECT_EQ(types, (std::vector<std::string>{"start", "step", "val", "final"}));
-  EXPECT_EQ(last, v1::JOB_STATE_SUCCEEDED);
+  EXPECT_EQ(seen.types, (std::vector<std::string>{"start", "step", "val", "final"}));
+  EXPECT_EQ(seen.last, v1::JOB_STATE_SUCCEEDED);
 
   v1::LeaderboardRequest lr;
   lr.set_sweep_id(sub.sweep().id());

@@ -10,11 +10,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -148,6 +150,25 @@ class Client {
   std::unique_ptr<v1::WorkerService::Stub> worker_;
   std::string user_token_, worker_token_;
 };
+
+// What a WatchJob stream delivered: event types in order and the last job state.
+struct WatchSeen {
+  std::vector<std::string> types;
+  v1::JobState last = v1::JOB_STATE_UNSPECIFIED;
+};
+// Reads `reader` to its end; `on_message` (optional) runs after each message
+// (e.g. to cancel the call). The caller then calls reader->Finish().
+inline WatchSeen ReadWatch(grpc::ClientReaderInterface<v1::WatchJobResponse>* reader,
+                           const std::function<void()>& on_message = nullptr) {
+  WatchSeen seen;
+  v1::WatchJobResponse msg;
+  while (reader->Read(&msg)) {
+    for (const auto& e : msg.events()) seen.types.push_back(e.type());
+    if (msg.has_job()) seen.last = msg.job().state();
+    if (on_message) on_message();
+  }
+  return seen;
+}
 
 // A caddie-controller process on loopback (port 0), stdout+stderr in a log file.
 class ControllerProcess {
