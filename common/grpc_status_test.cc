@@ -21,6 +21,24 @@ TEST(GrpcStatusTest, CodesAndMessagesRoundTrip) {
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
 }
 
+TEST(GrpcStatusTest, LongValuesAreTruncatedAndMessagesCapped) {
+  EXPECT_EQ(Truncated("short"), "short");
+  EXPECT_EQ(Truncated(std::string(200, 'x'), 10), "xxxxxxxxxx…(200 bytes)");
+  // "é" is two bytes: a cut inside it backs up to the character before.
+  EXPECT_EQ(Truncated("abcdé" + std::string(20, 'z'), 5), "abcd…(26 bytes)");
+  const grpc::Status g = ToGrpcStatus(absl::NotFoundError("no job '" + std::string(100 * 1024, 'j') + "'"));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_LE(g.error_message().size(), kMaxStatusMessageBytes + 32);
+  EXPECT_NE(g.error_message().find("…(102409 bytes)"), std::string::npos) << g.error_message().substr(2040);
+}
+
+TEST(GrpcStatusTest, IdLengthsAreCheckedAgainstTheLimit) {
+  EXPECT_TRUE(ValidateIdLength("job_id", std::string(kMaxIdBytes, 'j')).ok());
+  const absl::Status s = ValidateIdLength("job_id", std::string(kMaxIdBytes + 1, 'j'));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "job_id is 1025 bytes long; the limit is 1024 bytes");
+}
+
 absl::StatusOr<int> Half(int x) {
   if (x % 2) return absl::InvalidArgumentError("odd");
   return x / 2;

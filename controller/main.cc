@@ -76,6 +76,9 @@ int main(int argc, char** argv) {
                  "Seconds without a trainer event before a leased job is killed and failed with no_progress "
                  "(0 = per job: train + eval budget + 2 x grace + 60 s)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-sweep-bytes", o.scheduler.max_sweep_json_bytes,
+                 "Largest SubmitSweep sweep_json accepted, bytes (the gRPC message limit follows it)")
+      ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30));
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");
   app.add_option("--shutdown-grace", shutdown_grace,

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/train_spec.h"
+#include "common/grpc_status.h"
 #include "common/metric_names.h"
 #include "common/status_macros.h"
 #include "controller/early_stopping.h"
@@ -153,6 +154,11 @@ void Scheduler::Stop() {
 
 absl::StatusOr<v1::SubmitSweepResponse> Scheduler::SubmitSweep(const v1::SubmitSweepRequest& req) {
   const v1::SweepSpec& spec = req.spec();
+  if (static_cast<int64_t>(spec.sweep_json().size()) > options_.max_sweep_json_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("sweep_json is ", spec.sweep_json().size(),
+                                                   " bytes long; the limit is ", options_.max_sweep_json_bytes,
+                                                   " bytes (caddie-controller --max-sweep-bytes)"));
+  }
   if (spec.gpus() < 0 || spec.gpus() > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("gpus must be between 0 and 1024, got ", spec.gpus()));
   }
@@ -331,7 +337,7 @@ absl::StatusOr<v1::LeaseJobResponse> Scheduler::LeaseJob(const v1::LeaseJobReque
     absl::MutexLock l(&mu_);
     auto it = workers_.find(req.worker_id());
     if (it == workers_.end()) {
-      return absl::NotFoundError(absl::StrCat("unknown worker '", req.worker_id(), "'; register again"));
+      return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(req.worker_id()), "'; register again"));
     }
     it->second.last_seen_ms = now;
     it->second.gpus_free = req.gpus_free();

@@ -48,6 +48,9 @@ struct SchedulerOptions {
   // is killed and failed with no_progress. 0 = per job, train + eval budget + 2×grace
   // + 60 s (beyond the worker's own silence limit, which normally fires first).
   double silence_limit_seconds = 0;
+  // Largest SubmitSweep sweep_json, bytes: a sweep is a few KB of JSON; this
+  // stops a multi-MB payload from being stored (and re-read on every lookup).
+  int64_t max_sweep_json_bytes = 4 << 20;
   // Period of the background tick (lease expiry, pending reasons, gauges). 0 = no thread (tests call Tick()).
   double tick_seconds = 0.25;
   // Clock in unix milliseconds; defaults to the system clock. Tests inject their own.

@@ -1,5 +1,7 @@
 #include "controller/server.h"
 
+#include <algorithm>
+
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 #include <spdlog/spdlog.h>
@@ -41,7 +43,14 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(ControllerOptions 
   builder.AddListeningPort(options.listen, creds, &c->port_);
   builder.RegisterService(c->user_service_.get());
   builder.RegisterService(c->worker_service_.get());
-  builder.SetMaxReceiveMessageSize(64 << 20);
+  // Requests are small (events come in batches of ≤ 64); the largest is a
+  // SubmitSweep at its sweep_json limit, which the scheduler rejects with a
+  // clear message, so leave room above it for the rest of the request.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(std::max<int64_t>(16 << 20, options.scheduler.max_sweep_json_bytes + (1 << 20)), INT32_MAX)));
+  // gRPC's default 8 KiB header limit would answer an oversized bearer token with
+  // RESOURCE_EXHAUSTED; let it through to the auth check, which names the limit.
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, 64 << 10);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> f;
   f.push_back(MakeServerMetricsInterceptorFactory(&c->registry_));
   builder.experimental().SetInterceptorCreators(std::move(f));

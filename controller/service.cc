@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/grpc_status.h"
 #include "common/status_macros.h"
@@ -12,6 +13,13 @@ namespace caddie::controller {
 namespace {
 
 enum class Role { kUser, kWorker };
+
+// Every id a request carries, checked before it is used or echoed (a long id
+// echoed in a status would exceed the client's metadata limit).
+absl::Status CheckIds(std::initializer_list<std::pair<std::string_view, std::string_view>> ids) {
+  for (const auto& [field, value] : ids) RETURN_IF_ERROR(ValidateIdLength(field, value));
+  return absl::OkStatus();
+}
 
 bool ConstantTimeEquals(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
@@ -34,6 +42,11 @@ grpc::Status CheckAuth(grpc::CallbackServerContext* ctx, const Tokens& tokens, R
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "authorization metadata must be 'Bearer <token>'");
   }
   const std::string token = value.substr(7);
+  if (token.size() > kMaxTokenBytes) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        absl::StrCat("bearer token is ", token.size(), " bytes long; the limit is ", kMaxTokenBytes,
+                                     " bytes"));
+  }
   if (ConstantTimeEquals(token, expected)) return grpc::Status::OK;
   if (!other.empty() && ConstantTimeEquals(token, other)) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
@@ -49,7 +62,7 @@ grpc::Status ToGrpc(grpc::CallbackServerContext* ctx, const absl::Status& s) {
   if (!code.empty()) {
     v1::ErrorDetail d;
     d.set_code(code);
-    d.set_message(std::string(s.message()));
+    d.set_message(Truncated(std::string(s.message()), kMaxStatusMessageBytes));
     ctx->AddTrailingMetadata("caddie-error-bin", d.SerializeAsString());
   }
   return ToGrpcStatus(s);
@@ -200,6 +213,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::SubmitSweep(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* UserServiceImpl::GetSweep(grpc::CallbackServerContext* ctx, const v1::GetSweepRequest* req,
                                                     v1::Sweep* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"sweep_id", req->sweep_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->GetSweep(req->sweep_id()));
     return absl::OkStatus();
   });
@@ -218,6 +232,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::ListSweeps(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* UserServiceImpl::ListJobs(grpc::CallbackServerContext* ctx, const v1::ListJobsRequest* req,
                                                     v1::ListJobsResponse* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"sweep_id", req->sweep_id()}}));
     ASSIGN_OR_RETURN(auto jobs, s_->ListJobs(*req));
     for (auto& j : jobs) *resp->add_jobs() = std::move(j);
     return absl::OkStatus();
@@ -227,6 +242,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::ListJobs(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* UserServiceImpl::GetJob(grpc::CallbackServerContext* ctx, const v1::GetJobRequest* req,
                                                   v1::Job* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"job_id", req->job_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->GetJob(req->job_id()));
     return absl::OkStatus();
   });
@@ -236,6 +252,7 @@ grpc::ServerWriteReactor<v1::WatchJobResponse>* UserServiceImpl::WatchJob(grpc::
                                                                           const v1::WatchJobRequest* req) {
   grpc::Status auth = CheckAuth(ctx, tokens_, Role::kUser);
   if (!auth.ok()) return new FailedWriter(auth);
+  if (absl::Status ids = CheckIds({{"job_id", req->job_id()}}); !ids.ok()) return new FailedWriter(ToGrpcStatus(ids));
   auto job = s_->GetJob(req->job_id());
   if (!job.ok()) return new FailedWriter(ToGrpcStatus(job.status()));
   return new WatchReactor(s_, req->job_id(), req->after_seq());
@@ -244,6 +261,7 @@ grpc::ServerWriteReactor<v1::WatchJobResponse>* UserServiceImpl::WatchJob(grpc::
 grpc::ServerUnaryReactor* UserServiceImpl::CancelJob(grpc::CallbackServerContext* ctx, const v1::CancelJobRequest* req,
                                                      v1::Job* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"job_id", req->job_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->CancelJob(req->job_id(), req->reason()));
     return absl::OkStatus();
   });
@@ -252,6 +270,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::CancelJob(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* UserServiceImpl::CancelSweep(grpc::CallbackServerContext* ctx,
                                                        const v1::CancelSweepRequest* req, v1::Sweep* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"sweep_id", req->sweep_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->CancelSweep(req->sweep_id(), req->reason()));
     return absl::OkStatus();
   });
@@ -261,6 +280,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::Leaderboard(grpc::CallbackServerConte
                                                        const v1::LeaderboardRequest* req,
                                                        v1::LeaderboardResponse* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"sweep_id", req->sweep_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->Leaderboard(*req));
     return absl::OkStatus();
   });
@@ -280,6 +300,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::GetJobLogs(grpc::CallbackServerContex
                                                       const v1::GetJobLogsRequest* req,
                                                       v1::GetJobLogsResponse* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"job_id", req->job_id()}}));
     ASSIGN_OR_RETURN(auto text, s_->JobLogs(req->job_id(), req->tail_lines()));
     resp->set_text(std::move(text));
     return absl::OkStatus();
@@ -292,6 +313,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServer
                                                             const v1::RegisterWorkerRequest* req,
                                                             v1::RegisterWorkerResponse* resp) {
   return Unary(ctx, tokens_, Role::kWorker, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker.id", req->worker().id()}, {"worker.hostname", req->worker().hostname()}}));
     ASSIGN_OR_RETURN(*resp, s_->RegisterWorker(*req));
     return absl::OkStatus();
   });
@@ -300,6 +322,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::RegisterWorker(grpc::CallbackServer
 grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContext* ctx, const v1::LeaseJobRequest* req,
                                                       v1::LeaseJobResponse* resp) {
   return Unary(ctx, tokens_, Role::kWorker, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker_id", req->worker_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->LeaseJob(*req));
     return absl::OkStatus();
   });
@@ -308,6 +331,8 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LeaseJob(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* WorkerServiceImpl::Heartbeat(grpc::CallbackServerContext* ctx,
                                                        const v1::HeartbeatRequest* req, v1::HeartbeatResponse* resp) {
   return Unary(ctx, tokens_, Role::kWorker, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker_id", req->worker_id()}}));
+    for (const auto& l : req->leases()) RETURN_IF_ERROR(CheckIds({{"leases.job_id", l.job_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->Heartbeat(*req));
     return absl::OkStatus();
   });
@@ -317,6 +342,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::ReportEvents(grpc::CallbackServerCo
                                                           const v1::ReportEventsRequest* req,
                                                           v1::ReportEventsResponse* resp) {
   return Unary(ctx, tokens_, Role::kWorker, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker_id", req->worker_id()}, {"lease.job_id", req->lease().job_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->ReportEvents(*req));
     return absl::OkStatus();
   });
@@ -326,6 +352,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::CompleteJob(grpc::CallbackServerCon
                                                          const v1::CompleteJobRequest* req,
                                                          v1::CompleteJobResponse* resp) {
   return Unary(ctx, tokens_, Role::kWorker, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker_id", req->worker_id()}, {"lease.job_id", req->lease().job_id()}}));
     ASSIGN_OR_RETURN(*resp, s_->CompleteJob(*req));
     return absl::OkStatus();
   });

@@ -8,6 +8,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
 #include "common/status_macros.h"
 
 namespace caddie::controller {
@@ -335,7 +336,7 @@ absl::StatusOr<v1::Job> SqliteStore::GetJobLocked(const std::string& job_id) {
                                           sqlite3_bind_text(s, 1, job_id.data(), static_cast<int>(job_id.size()),
                                                             SQLITE_TRANSIENT);
                                         }));
-  if (jobs.empty()) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+  if (jobs.empty()) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
   return jobs[0];
 }
 
@@ -350,7 +351,7 @@ absl::StatusOr<v1::Sweep> SqliteStore::GetSweepLocked(const std::string& sweep_i
     STMT(q, "SELECT id, spec_pb, created_ms, jobs_total, cancelled FROM sweeps WHERE id = ?1");
     q.Bind(1, sweep_id);
     ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no sweep '", sweep_id, "'"));
+    if (!row) return absl::NotFoundError(absl::StrCat("no sweep '", Truncated(sweep_id), "'"));
     sw.set_id(q.Text(0));
     sw.mutable_spec()->ParseFromString(q.Text(1));
     sw.set_created_unix_ms(q.Int(2));
@@ -547,7 +548,7 @@ absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worke
          "sweep_id FROM jobs WHERE id = ?1");
     q.Bind(1, job_id);
     ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no job '", job_id, "'"));
+    if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
     state = static_cast<int>(q.Int(0));
     token = q.Int(1);
     completed = q.Int(2);
@@ -627,7 +628,7 @@ absl::StatusOr<CompleteOutcome> SqliteStore::CompleteJob(const Completion& c, in
          "cancel_reason, cancel_exit_reason, spec_pb FROM jobs WHERE id = ?1");
     q.Bind(1, c.job_id);
     ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no job '", c.job_id, "'"));
+    if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(c.job_id), "'"));
     state = static_cast<int>(q.Int(0));
     token = q.Int(1);
     completed = q.Int(2);
@@ -857,7 +858,7 @@ absl::StatusOr<v1::Sweep> SqliteStore::CancelSweep(const std::string& sweep_id, 
   {
     STMT(u, "UPDATE sweeps SET cancelled = 1 WHERE id = ?1");
     RETURN_IF_ERROR(u.Bind(1, sweep_id).Run());
-    if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("no sweep '", sweep_id, "'"));
+    if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("no sweep '", Truncated(sweep_id), "'"));
   }
   std::vector<std::string> ids;
   {
@@ -1030,7 +1031,7 @@ absl::Status SqliteStore::SetWorkerFree(const std::string& worker_id, int32_t gp
   STMT(u, "UPDATE workers SET gpus_free = ?2, cpu_slots_free = ?3, last_heartbeat_ms = ?4 WHERE id = ?1");
   u.Bind(1, worker_id).Bind(2, gpus_free).Bind(3, cpu_slots_free).Bind(4, now_ms);
   RETURN_IF_ERROR(u.Run());
-  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", worker_id, "'"));
+  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(worker_id), "'"));
   return absl::OkStatus();
 }
 
@@ -1039,7 +1040,7 @@ absl::Status SqliteStore::SetDrained(const std::string& worker_id, bool drained,
   STMT(u, "UPDATE workers SET drained = ?2, drain_reason = ?3, infra_failure_streak = 0 WHERE id = ?1");
   u.Bind(1, worker_id).Bind(2, drained ? 1 : 0).Bind(3, reason);
   RETURN_IF_ERROR(u.Run());
-  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", worker_id, "'"));
+  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(worker_id), "'"));
   return absl::OkStatus();
 }
 

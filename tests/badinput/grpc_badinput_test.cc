@@ -147,6 +147,9 @@ TEST_F(GrpcBadInput, SubmitSweepRows) {
   using C = grpc::StatusCode;
   ExpectRejected("oversized message", [&] { return Submit(Spec(std::string(65 << 20, ' ') + "{}")); },
                  C::RESOURCE_EXHAUSTED, "");
+  // Under the gRPC message limit, over the sweep_json limit (4 MiB by default).
+  ExpectRejected("5 MB of whitespace", [&] { return Submit(Spec(std::string(5'000'000, ' ') + "{}")); },
+                 C::INVALID_ARGUMENT, "sweep_json is 5000002 bytes long; the limit is 4194304 bytes");
   ExpectRejected("missing spec", [&] { return Submit(v1::SweepSpec()); }, C::INVALID_ARGUMENT, "is not valid JSON");
   ExpectRejected("sweep_json not JSON", [&] { return Submit(Spec("{base:")); }, C::INVALID_ARGUMENT, "is not valid JSON");
   ExpectRejected("sweep_json an array", [&] { return Submit(Spec("[]")); }, C::INVALID_ARGUMENT,
@@ -268,7 +271,7 @@ TEST_F(GrpcBadInput, WorkerRows) {
 
 TEST_F(GrpcBadInput, UserLookupsOfHostileIdsAreNotFound) {
   using C = grpc::StatusCode;
-  for (const std::string& id : std::vector<std::string>{"../../etc/passwd", "' OR '1'='1", "x\"; DROP TABLE jobs; --", std::string(4000, 'j')}) {
+  for (const std::string& id : std::vector<std::string>{"../../etc/passwd", "' OR '1'='1", "x\"; DROP TABLE jobs; --", std::string(1000, 'j')}) {
     ExpectRejected("GetJob", [&] {
       v1::GetJobRequest req;
       req.set_job_id(id);
@@ -299,6 +302,71 @@ TEST_F(GrpcBadInput, UserLookupsOfHostileIdsAreNotFound) {
   EXPECT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
   EXPECT_EQ(ljr.jobs_size(), 0);
   EXPECT_EQ(DbSnapshot(ctl_->db()), before);
+}
+
+// Ids and tokens too long for gRPC's 8 KiB metadata limit once echoed: each gets
+// its own code naming the field and the limit, not RESOURCE_EXHAUSTED.
+TEST_F(GrpcBadInput, OverlongIdsAndTokensAreNamedWithTheirLimit) {
+  using C = grpc::StatusCode;
+  const std::string huge(100 * 1024, 'j');
+  ExpectRejected("GetJob, 100 KB id", [&] {
+    v1::GetJobRequest req;
+    req.set_job_id(huge);
+    v1::Job job;
+    return user_->GetJob(Ctx(kUser).get(), req, &job);
+  }, C::INVALID_ARGUMENT, "job_id is 102400 bytes long; the limit is 1024 bytes");
+  ExpectRejected("GetSweep, 2 KB id", [&] {
+    v1::GetSweepRequest req;
+    req.set_sweep_id(std::string(2048, 's'));
+    v1::Sweep s;
+    return user_->GetSweep(Ctx(kUser).get(), req, &s);
+  }, C::INVALID_ARGUMENT, "sweep_id is 2048 bytes long; the limit is 1024 bytes");
+  ExpectRejected("CancelJob, 100 KB id", [&] {
+    v1::CancelJobRequest req;
+    req.set_job_id(huge);
+    v1::Job job;
+    return user_->CancelJob(Ctx(kUser).get(), req, &job);
+  }, C::INVALID_ARGUMENT, "job_id is 102400 bytes long");
+  ExpectRejected("WatchJob, 100 KB id", [&] {
+    v1::WatchJobRequest req;
+    req.set_job_id(huge);
+    auto ctx = Ctx(kUser);
+    auto reader = user_->WatchJob(ctx.get(), req);
+    v1::WatchJobResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    return reader->Finish();
+  }, C::INVALID_ARGUMENT, "job_id is 102400 bytes long");
+  ExpectRejected("LeaseJob, 5000-byte worker id", [&] {
+    v1::LeaseJobRequest req;
+    req.set_worker_id(std::string(5000, 'w'));
+    v1::LeaseJobResponse resp;
+    return worker_->LeaseJob(Ctx(kWorker).get(), req, &resp);
+  }, C::INVALID_ARGUMENT, "worker_id is 5000 bytes long; the limit is 1024 bytes");
+  ExpectRejected("Heartbeat, 100 KB lease job id", [&] {
+    v1::HeartbeatRequest req;
+    req.set_worker_id("w-baseline");
+    req.add_leases()->set_job_id(huge);
+    v1::HeartbeatResponse resp;
+    return worker_->Heartbeat(Ctx(kWorker).get(), req, &resp);
+  }, C::INVALID_ARGUMENT, "leases.job_id is 102400 bytes long");
+  ExpectRejected("CompleteJob, 100 KB lease job id", [&] { return Complete(v1::JOB_STATE_SUCCEEDED, 1, huge); },
+                 C::INVALID_ARGUMENT, "lease.job_id is 102400 bytes long");
+  // At the limit the id is looked up; the NOT_FOUND message quotes only its start.
+  ExpectRejected("GetJob, id at the limit", [&] {
+    v1::GetJobRequest req;
+    req.set_job_id(std::string(1024, 'k'));
+    v1::Job job;
+    const grpc::Status s = user_->GetJob(Ctx(kUser).get(), req, &job);
+    EXPECT_LT(s.error_message().size(), 300u) << s.error_message().size();
+    return s;
+  }, C::NOT_FOUND, "…(1024 bytes)");
+  for (const size_t n : {size_t{8192}, size_t{40000}}) {
+    ExpectRejected("8 KB and 40 KB bearer tokens", [&] {
+      v1::ListSweepsResponse resp;
+      return user_->ListSweeps(Ctx(std::string(n, 't')).get(), v1::ListSweepsRequest(), &resp);
+    }, C::UNAUTHENTICATED, "bearer token is " + std::to_string(n) + " bytes long; the limit is 4096 bytes");
+  }
 }
 
 // Names are data: a worker or sweep named like a traversal or an injection is
