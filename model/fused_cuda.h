@@ -33,7 +33,10 @@ bool FusedQkApplies(const torch::Tensor& x);
 torch::Tensor QkNormRope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                          const torch::Tensor& gain, double eps);
 
-// Checks every fused kernel against the plain computation in float64 (values and gradients,
+// Outputs filled with NaN instead of left uninitialised (the self-check's poison), per process.
+void SetFusedOutputPoison(bool on);
+
+// In model/fused_cuda_check.cc. Checks every fused kernel against the plain computation in float64 (values and gradients,
 // fresh random bf16 inputs, outputs poisoned with NaN first); prints PASS/FAIL per kernel.
 // Returns the number of failures (a missing GPU or kernels counts as one).
 int SelfCheckFusedKernels();
