@@ -10,7 +10,10 @@
 //                            norm (fused RMSNorm), resid (bf16 residual stream), gqa (SDPA's
 //                            own GQA instead of repeat_interleave), ns (batched Newton–Schulz),
 //                            sync (per-step host sync), pin (pinned async batch copies),
-//                            overlap (gradient all-reduce overlapped with backward).
+//                            overlap (gradient all-reduce overlapped with backward), and the
+//                            CUDA kernels of model/fused_cuda.h: kmix (residual mix), kadd
+//                            (x + scale·y), krelu (relu²), kqk (q/k RmsNorm + RoPE + q_gain),
+//                            knorm (RmsNorm; `norm` off turns it off too).
 //   CADDIE_GRAD_BUCKET_KB=N  gradient all-reduce bucket size (default 25600, DDP's 25 MiB).
 //
 // Reading the environment is thread-safe; values are read once per call site.
