@@ -293,12 +293,12 @@ TEST(TrainRunTest, TwoGlooRanksMatchOneRankWithTwiceTheBatch) {
 
 // The all-reduce overlapped with backward (hooks on the last of 2 micro-batches, 8 KiB
 // buckets, so ~20 of them) averages the same numbers as the one after backward: the
-// weights are bit-identical.
+// weights are bit-identical. Looped blocks: each weight is used twice per forward.
 TEST(TrainRunTest, OverlappedAllReduceEqualsAllReduceAfterBackward) {
   TempDir tmp;
   json spec = TinySpec();
-  spec["grad_accum_steps"] = 2;
-  spec["iterations"] = 6;
+  spec.update({{"grad_accum_steps", 2}, {"iterations", 6}, {"loops", 2}, {"loop_scalars", true},
+               {"loop_embedding", true}});
   RunResult on = TrainTwoRanks(tmp, "on", spec, {{"CADDIE_GRAD_BUCKET_KB", "8"}});
   ASSERT_EQ(on.code, 0) << on.err;
   RunResult off = TrainTwoRanks(tmp, "off", spec, {{"CADDIE_PERF_OFF", "overlap"}});
