@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <set>
 
@@ -131,14 +132,24 @@ LiteStatusOr<std::string> CompressZlib(const std::string& src) {
   return out;
 }
 
-LiteStatus DecompressZstd(const char* src, size_t n, std::string* out) {
-  const unsigned long long declared = ZSTD_getFrameContentSize(src, n);
-  if (declared == ZSTD_CONTENTSIZE_ERROR) {
+// The decoders stream into `out`, growing it as output really arrives and
+// never past `declared`: a header that claims 1 GiB in front of 40 bytes costs
+// what those bytes expand to, not the claim.
+size_t InitialCapacity(size_t compressed, uint64_t declared) {
+  return static_cast<size_t>(std::min<uint64_t>(declared, uint64_t{4} * compressed + (1 << 16)));
+}
+void Grow(std::string* out, uint64_t declared) {
+  out->resize(static_cast<size_t>(std::min<uint64_t>(declared, uint64_t{2} * out->size() + (1 << 16))));
+}
+
+LiteStatus DecompressZstd(const char* src, size_t n, uint64_t declared, std::string* out) {
+  const unsigned long long frame_content = ZSTD_getFrameContentSize(src, n);
+  if (frame_content == ZSTD_CONTENTSIZE_ERROR) {
     return LiteStatus::Error("artifact zstd data is not a zstd frame (corrupted)");
   }
-  if (declared != out->size()) {
-    return LiteStatus::Error("artifact zstd frame holds " + std::to_string(declared) +
-                             " bytes, header says " + std::to_string(out->size()));
+  if (frame_content != declared) {
+    return LiteStatus::Error("artifact zstd frame holds " + std::to_string(frame_content) +
+                             " bytes, header says " + std::to_string(declared));
   }
   const size_t frame = ZSTD_findFrameCompressedSize(src, n);
   if (ZSTD_isError(frame)) {
@@ -154,34 +165,80 @@ LiteStatus DecompressZstd(const char* src, size_t n, std::string* out) {
   // Long mode may use windows above the decoder's default limit of 2^27; allow
   // up to 2^31 (ZSTD_WINDOWLOG_MAX on 64-bit hosts).
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, 31);
-  const size_t r = ZSTD_decompressDCtx(dctx.get(), out->data(), out->size(), src, n);
-  if (ZSTD_isError(r)) {
-    return LiteStatus::Error(std::string("artifact zstd data corrupted: ") + ZSTD_getErrorName(r));
+  out->resize(InitialCapacity(n, declared));
+  ZSTD_inBuffer in{src, n, 0};
+  size_t produced = 0;
+  for (;;) {
+    if (produced == out->size() && out->size() < declared) Grow(out, declared);
+    ZSTD_outBuffer ob{out->data(), out->size(), produced};
+    const size_t in_before = in.pos;
+    const size_t r = ZSTD_decompressStream(dctx.get(), &ob, &in);
+    if (ZSTD_isError(r)) {
+      return LiteStatus::Error(std::string("artifact zstd data corrupted: ") + ZSTD_getErrorName(r));
+    }
+    const bool progress = in.pos != in_before || ob.pos != produced;
+    produced = ob.pos;
+    if (r == 0) break;  // frame decoded and flushed
+    if (!progress) {
+      return LiteStatus::Error(produced == declared
+                                   ? "artifact zstd data decompresses to more than the declared " +
+                                         std::to_string(declared) + " bytes"
+                                   : "artifact zstd data truncated after " + std::to_string(produced) +
+                                         " of " + std::to_string(declared) + " bytes");
+    }
   }
-  if (r != out->size()) {
-    return LiteStatus::Error("artifact zstd data decompressed to " + std::to_string(r) +
-                             " bytes, want " + std::to_string(out->size()));
+  if (produced != declared) {
+    return LiteStatus::Error("artifact zstd data decompressed to " + std::to_string(produced) +
+                             " bytes, want " + std::to_string(declared));
   }
+  out->resize(produced);
   return LiteStatus::Ok();
 }
 
-LiteStatus DecompressZlib(const char* src, size_t n, std::string* out) {
-  uLongf dst_len = out->size();
-  uLong src_len = n;
-  const int r = uncompress2(reinterpret_cast<Bytef*>(out->data()), &dst_len,
-                            reinterpret_cast<const Bytef*>(src), &src_len);
-  if (r != Z_OK) {
-    return LiteStatus::Error(std::string("artifact zlib data truncated or corrupted (") +
-                             (r == Z_DATA_ERROR  ? "data error"
-                              : r == Z_BUF_ERROR ? "incomplete or larger than declared"
-                                                 : "code " + std::to_string(r)) +
-                             ")");
+// Deflate cannot expand data by more than 1032:1 (RFC 1951 block limits).
+constexpr uint64_t kDeflateMaxRatio = 1032;
+
+LiteStatus DecompressZlib(const char* src, size_t n, uint64_t declared, std::string* out) {
+  if (declared > kDeflateMaxRatio * n + 64) {
+    return LiteStatus::Error("artifact header declares a payload of " + std::to_string(declared) +
+                             " bytes, but its " + std::to_string(n) +
+                             " zlib bytes expand to at most " + std::to_string(kDeflateMaxRatio * n + 64) +
+                             " (header corrupted or forged)");
   }
-  if (dst_len != out->size() || src_len != n) {
-    return LiteStatus::Error("artifact zlib data decompressed to " + std::to_string(dst_len) +
-                             " bytes from " + std::to_string(src_len) + " of " +
-                             std::to_string(n) + ", want " + std::to_string(out->size()));
+  z_stream zs{};
+  if (inflateInit(&zs) != Z_OK) return LiteStatus::Error("zlib: cannot create a decompression stream");
+  std::unique_ptr<z_stream, decltype(&inflateEnd)> guard(&zs, inflateEnd);
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(src));
+  zs.avail_in = static_cast<uInt>(n);
+  out->resize(InitialCapacity(n, declared));
+  size_t produced = 0;
+  int r = Z_OK;
+  for (;;) {
+    if (produced == out->size() && out->size() < declared) Grow(out, declared);
+    zs.next_out = reinterpret_cast<Bytef*>(out->data() + produced);
+    zs.avail_out = static_cast<uInt>(out->size() - produced);
+    r = inflate(&zs, Z_NO_FLUSH);
+    produced = out->size() - zs.avail_out;
+    if (r == Z_STREAM_END) break;
+    if (r == Z_BUF_ERROR && zs.avail_in != 0 && produced == declared) {
+      return LiteStatus::Error("artifact zlib data decompresses to more than the declared " +
+                               std::to_string(declared) + " bytes");
+    }
+    if (r != Z_OK) {
+      return LiteStatus::Error(std::string("artifact zlib data truncated or corrupted (") +
+                               (r == Z_DATA_ERROR  ? "data error"
+                                : r == Z_BUF_ERROR ? "incomplete or larger than declared"
+                                                   : "code " + std::to_string(r)) +
+                               ")");
+    }
   }
+  const size_t consumed = n - zs.avail_in;
+  if (produced != declared || consumed != n) {
+    return LiteStatus::Error("artifact zlib data decompressed to " + std::to_string(produced) +
+                             " bytes from " + std::to_string(consumed) + " of " +
+                             std::to_string(n) + ", want " + std::to_string(declared));
+  }
+  out->resize(produced);
   return LiteStatus::Ok();
 }
 
@@ -214,11 +271,11 @@ LiteStatusOr<std::string> Unwrap(const std::string& bytes) {
     return LiteStatus::Error("artifact payload size " + std::to_string(payload_bytes) +
                              " exceeds the limit " + std::to_string(kMaxPayloadBytes));
   }
-  std::string payload(payload_bytes, '\0');
+  std::string payload;
   const char* src = bytes.data() + kOuterHeaderBytes;
   const size_t n = bytes.size() - kOuterHeaderBytes;
-  const LiteStatus s =
-      codec == kCodecZstd ? DecompressZstd(src, n, &payload) : DecompressZlib(src, n, &payload);
+  const LiteStatus s = codec == kCodecZstd ? DecompressZstd(src, n, payload_bytes, &payload)
+                                           : DecompressZlib(src, n, payload_bytes, &payload);
   if (!s.ok()) return s;
   const uint32_t actual = static_cast<uint32_t>(
       crc32(0, reinterpret_cast<const Bytef*>(payload.data()), static_cast<uInt>(payload.size())));
@@ -504,6 +561,22 @@ LiteStatusOr<NamedTensors> ImportArtifact(const std::string& bytes) {
   if (!payload.ok()) return payload.status();
   NamedTensors out;
   if (LiteStatus s = Parse(*payload, nullptr, &out); !s.ok()) return s;
+  return out;
+}
+
+LiteStatusOr<NamedTensors> ImportArtifactFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return LiteStatus::Error(path + ": cannot open the artifact");
+  const std::streamoff size = in.tellg();
+  // The outer header may add to the payload bound, never a whole second one.
+  if (size < 0 || size > 2 * kMaxPayloadBytes) {
+    return LiteStatus::Error(path + ": artifact file of " + std::to_string(size) + " bytes is over the limit");
+  }
+  std::string bytes(static_cast<size_t>(size), '\0');
+  in.seekg(0);
+  if (!in.read(bytes.data(), size)) return LiteStatus::Error(path + ": cannot read the artifact");
+  LiteStatusOr<NamedTensors> out = ImportArtifact(bytes);
+  if (!out.ok()) return LiteStatus::Error(path + ": " + out.status().message());
   return out;
 }
 

@@ -67,6 +67,11 @@ LiteStatusOr<NamedTensors> ImportArtifact(const std::string& bytes);
 
 inline constexpr int64_t kMaxPayloadBytes = int64_t{1} << 30;
 
+// ImportArtifact on the bytes of the file at `path`; every error starts with
+// the path (e.g. a header declaring more than the file's bytes can hold names
+// both sizes).
+LiteStatusOr<NamedTensors> ImportArtifactFile(const std::string& path);
+
 // What the container says about one tensor (without dequantising it).
 struct ArtifactTensorInfo {
   std::string name;

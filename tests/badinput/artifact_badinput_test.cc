@@ -7,7 +7,13 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
+#include <fstream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -78,6 +84,19 @@ std::string Flip(std::string s, size_t at) {
   return s;
 }
 
+// A hand-made zstd frame: content size field `claimed` (4 bytes), then one
+// last RLE block of `n` 'a' bytes — 14 bytes whatever it claims.
+std::string ZstdRleFrame(uint32_t claimed, uint32_t n) {
+  std::string f("\x28\xb5\x2f\xfd", 4);  // magic 0xFD2FB528
+  f += '\x80';                              // 4-byte content size, no single segment, no checksum
+  f += '\x00';                              // window 1 KiB
+  for (int i = 0; i < 4; ++i) f += static_cast<char>((claimed >> (8 * i)) & 0xff);
+  const uint32_t block = 1u | (1u << 1) | (n << 3);  // last, RLE, size n
+  for (int i = 0; i < 3; ++i) f += static_cast<char>((block >> (8 * i)) & 0xff);
+  f += 'a';
+  return f;
+}
+
 struct Row {
   const char* name;
   std::string bytes;
@@ -121,6 +140,14 @@ std::vector<Row> Rows() {
        WrapZlib(Count(2) + Tensor("w", 0, 9, 9, 0, 0, {1}) + "x" + Tensor("w", 0, 9, 9, 0, 0, {1}) + "y"),
        "duplicate tensor name w in artifact"},
       {"ExtraPayloadBytes", WrapZlib(Count(0) + "leftover"), "artifact payload has 8"},
+      // Headers that claim far more than their bytes hold (issue 13: 1 GiB was
+      // allocated before decompressing).
+      {"ZlibClaims1GiBFrom12Bytes", Header(1, 2, uint64_t{1} << 30, 0) + std::string(12, 'x'),
+       "artifact header declares a payload of 1073741824 bytes, but its 12 zlib bytes expand to at most 12448"},
+      {"ZstdFrameClaims1GiBHolds10Bytes", Header(1, 1, uint64_t{1} << 30, 0) + ZstdRleFrame(uint32_t{1} << 30, 10),
+       "artifact zstd data corrupted: Data corruption detected"},
+      {"ZstdFrameHoldsMoreThanDeclared", Header(1, 1, 4, 0) + ZstdRleFrame(4, 10),
+       "artifact zstd data corrupted: Destination buffer is too small"},
   };
 }
 
@@ -144,6 +171,45 @@ TEST(ArtifactBadInputControl, TheUncorruptedArtifactImports) {
   ASSERT_TRUE(t.ok()) << t.status().message();
   ASSERT_EQ(t->size(), 2u);
   EXPECT_EQ((*t)[0].first, "blocks.0.w");
+}
+
+// Exits 0 when ImportArtifact rejects `forged` as corrupted while the address
+// space is limited to 256 MiB above the current use; 2 on std::bad_alloc.
+[[noreturn]] void ImportUnderAddressLimit(const std::string& forged) {
+  std::ifstream status("/proc/self/status");
+  long vm_kb = 0;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stol(line.substr(7));
+  }
+  const rlim_t limit = static_cast<rlim_t>(vm_kb) * 1024 + (rlim_t{256} << 20);
+  const rlimit rl{limit, limit};
+  if (vm_kb == 0 || setrlimit(RLIMIT_AS, &rl) != 0) std::_Exit(3);
+  try {
+    auto r = ImportArtifact(forged);
+    std::_Exit(!r.ok() && r.status().message().find("artifact zstd data corrupted") != std::string::npos ? 0 : 1);
+  } catch (const std::bad_alloc&) {
+    std::_Exit(2);
+  }
+}
+
+// A 40-byte file claiming a 1 GiB payload is rejected without the allocation:
+// under an address-space limit 256 MiB above the current use, it still fails
+// with the size message, not std::bad_alloc.
+TEST(ArtifactBadInputControl, ForgedPayloadSizeIsRejectedWithoutAllocatingIt) {
+  const std::string forged = Header(1, 1, uint64_t{1} << 30, 0) + ZstdRleFrame(uint32_t{1} << 30, 10);
+  ASSERT_LE(forged.size(), 42u);
+  EXPECT_EXIT(ImportUnderAddressLimit(forged), ::testing::ExitedWithCode(0), "");
+}
+
+TEST(ArtifactBadInputControl, FileErrorsNameTheFileAndBothSizes) {
+  const std::string path = ::testing::TempDir() + "/forged_" + std::to_string(getpid()) + ".caddie";
+  std::ofstream(path, std::ios::binary) << Header(1, 2, uint64_t{1} << 30, 0) + std::string(12, 'x');
+  auto r = ImportArtifactFile(path);
+  std::remove(path.c_str());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().message(), path + ": artifact header declares a payload of 1073741824 bytes, but its 12 "
+                                         "zlib bytes expand to at most 12448 (header corrupted or forged)");
+  EXPECT_THAT(ImportArtifactFile(path).status().message(), HasSubstr(path + ": cannot open"));
 }
 
 // Every single-byte truncation of a small artifact is an error, never a crash.
