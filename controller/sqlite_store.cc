@@ -953,9 +953,12 @@ absl::StatusOr<std::vector<ValPoint>> SqliteStore::SweepValPoints(const std::str
 
 absl::StatusOr<std::vector<v1::Job>> SqliteStore::BestJobs(const std::string& sweep_id, int limit) {
   absl::MutexLock l(&mu_);
-  return QueryJobs(absl::StrCat("SELECT ", kJobCols,
-                                "WHERE j.state = 4 AND r.within_budget = 1 AND (?1 = '' OR j.sweep_id = ?1) "
-                                "ORDER BY r.val_bpb_post_quant ASC, j.seq LIMIT ?2"),
+  // One sweep: read only its rows (jobs_sweep; `+` keeps the state index out).
+  // The scheduler asks this on every success; `?1 = '' OR ...` made it scan all
+  // succeeded jobs of all sweeps, so a long soak slowed as the table grew.
+  const char* where = sweep_id.empty() ? "WHERE j.state = 4 " : "WHERE j.sweep_id = ?1 AND +j.state = 4 ";
+  return QueryJobs(absl::StrCat("SELECT ", kJobCols, where,
+                                "AND r.within_budget = 1 ORDER BY r.val_bpb_post_quant ASC, j.seq LIMIT ?2"),
                    [&](sqlite3_stmt* s) {
                      sqlite3_bind_text(s, 1, sweep_id.data(), static_cast<int>(sweep_id.size()), SQLITE_TRANSIENT);
                      sqlite3_bind_int64(s, 2, limit > 0 ? limit : 20);
