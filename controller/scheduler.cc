@@ -293,6 +293,89 @@ absl::StatusOr<std::vector<v1::Worker>> Scheduler::ListWorkers() {
   return out;
 }
 
+void Scheduler::RememberDrainLocked(const v1::Worker& w) {
+  auto it = workers_.find(w.id());
+  if (it == workers_.end()) {
+    // Registered before this controller started and not seen since: as stored.
+    WorkerState s;
+    s.gpus_total = w.gpus_size();
+    s.cpu_slots = w.cpu_slots();
+    s.gpus_free = w.gpus_free();
+    s.last_seen_ms = w.last_heartbeat_unix_ms();
+    it = workers_.emplace(w.id(), s).first;
+  }
+  it->second.drained = w.drained();
+  it->second.drain_reason = w.drain_reason();
+}
+
+absl::StatusOr<v1::DrainWorkerResponse> Scheduler::DrainWorker(const v1::DrainWorkerRequest& req,
+                                                               const std::string& peer) {
+  if (req.worker_id().empty()) return absl::InvalidArgumentError("worker_id is empty");
+  const std::string reason(absl::StripAsciiWhitespace(req.reason()));
+  if (reason.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("draining worker '", Truncated(req.worker_id()), "' needs a reason (what the drain is for)"));
+  }
+  if (reason.size() > kMaxDrainReasonBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("drain reason is ", reason.size(), " bytes long; the limit is ",
+                                                   kMaxDrainReasonBytes, " bytes"));
+  }
+  if (req.requested_by().size() > kMaxRequestedByBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("requested_by is ", req.requested_by().size(),
+                                                   " bytes long; the limit is ", kMaxRequestedByBytes, " bytes"));
+  }
+  const std::string by = req.requested_by().empty() ? absl::StrCat("user at ", peer)
+                                                    : absl::StrCat(req.requested_by(), " (", peer, ")");
+  v1::DrainWorkerResponse resp;
+  {
+    absl::MutexLock d(&drain_mu_);
+    ASSIGN_OR_RETURN(auto out, store_->DrainWorker(req.worker_id(), reason, by, NowMs()));
+    absl::MutexLock l(&mu_);
+    RememberDrainLocked(out.worker.worker);
+    resp.set_changed(out.changed);
+    *resp.mutable_worker() = std::move(out.worker.worker);
+  }
+  if (resp.changed()) {
+    spdlog::warn("worker {} drained by {}: {} ({} running jobs go on)", req.worker_id(), by, reason,
+                 resp.worker().running_job_ids_size());
+  } else {
+    spdlog::info("worker {}: drain by {} ignored, drained already by {}", req.worker_id(), by,
+                 resp.worker().drained_by());
+  }
+  RETURN_IF_ERROR(RefreshPendingAndGauges());
+  return resp;
+}
+
+absl::StatusOr<v1::UndrainWorkerResponse> Scheduler::UndrainWorker(const v1::UndrainWorkerRequest& req,
+                                                                   const std::string& peer) {
+  if (req.worker_id().empty()) return absl::InvalidArgumentError("worker_id is empty");
+  if (req.requested_by().size() > kMaxRequestedByBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("requested_by is ", req.requested_by().size(),
+                                                   " bytes long; the limit is ", kMaxRequestedByBytes, " bytes"));
+  }
+  v1::UndrainWorkerResponse resp;
+  std::string was;
+  {
+    absl::MutexLock d(&drain_mu_);
+    ASSIGN_OR_RETURN(auto out, store_->UndrainWorker(req.worker_id()));
+    absl::MutexLock l(&mu_);
+    auto it = workers_.find(req.worker_id());
+    if (it != workers_.end()) was = it->second.drain_reason;
+    RememberDrainLocked(out.worker.worker);
+    resp.set_changed(out.changed);
+    *resp.mutable_worker() = std::move(out.worker.worker);
+  }
+  const std::string by = req.requested_by().empty() ? absl::StrCat("user at ", peer)
+                                                    : absl::StrCat(req.requested_by(), " (", peer, ")");
+  if (resp.changed()) {
+    spdlog::info("worker {} returned to service by {} (was drained: {})", req.worker_id(), by, was);
+  } else {
+    spdlog::info("worker {}: undrain by {}: not drained; infra failure streak restarted", req.worker_id(), by);
+  }
+  RETURN_IF_ERROR(RefreshPendingAndGauges());
+  return resp;
+}
+
 absl::StatusOr<std::string> Scheduler::JobLogs(const std::string& job_id, int tail_lines) {
   RETURN_IF_ERROR(store_->GetJob(job_id).status());
   ASSIGN_OR_RETURN(auto events, store_->TailEvents(job_id, tail_lines > 0 ? tail_lines : 100));
@@ -490,16 +573,21 @@ absl::StatusOr<v1::CompleteJobResponse> Scheduler::CompleteJob(const v1::Complet
   }
   if (out->worker_drained) {
     counters_.workers_drained++;
-    auto ws = store_->ListWorkers();
-    absl::MutexLock l(&mu_);
-    if (ws.ok()) {
-      for (const auto& r : *ws) {
-        if (r.worker.id() != req.worker_id()) continue;
-        workers_[r.worker.id()].drained = true;
-        workers_[r.worker.id()].drain_reason = r.worker.drain_reason();
-        spdlog::warn("worker {} drained: {}", r.worker.id(), r.worker.drain_reason());
+    {
+      // The stored state, not "drained": an UndrainWorker may already have followed.
+      absl::MutexLock d(&drain_mu_);
+      auto ws = store_->ListWorkers();
+      absl::MutexLock l(&mu_);
+      if (ws.ok()) {
+        for (const auto& r : *ws) {
+          if (r.worker.id() != req.worker_id()) continue;
+          RememberDrainLocked(r.worker);
+          spdlog::warn("worker {} drained: {}", r.worker.id(), r.worker.drain_reason());
+        }
       }
     }
+    absl::Status g = RefreshPendingAndGauges();
+    if (!g.ok()) spdlog::error("gauges after draining {}: {}", req.worker_id(), g.ToString());
   }
   if (!out->replay) {
     if (out->retried) {

@@ -35,6 +35,11 @@
 
 namespace caddie::controller {
 
+// Longest drain reason and requester name DrainWorker accepts (they show in
+// `caddie workers` and in logs).
+inline constexpr size_t kMaxDrainReasonBytes = 512;
+inline constexpr size_t kMaxRequestedByBytes = 256;
+
 struct SchedulerOptions {
   double lease_ttl_seconds = 30;
   double heartbeat_interval_seconds = 5;
@@ -93,6 +98,17 @@ class Scheduler {
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& id, const std::string& reason);
   absl::StatusOr<v1::LeaderboardResponse> Leaderboard(const v1::LeaderboardRequest& req);
   absl::StatusOr<std::vector<v1::Worker>> ListWorkers();
+  // Drains a worker by hand: no new leases from now on, its running jobs go on;
+  // the drain metrics change at once. `peer` (the caller's address) is recorded
+  // with req.requested_by as who drained it. Draining a drained worker changes
+  // nothing (changed = false). InvalidArgument for an empty or over-long reason
+  // or requested_by; NotFound naming an unknown worker.
+  absl::StatusOr<v1::DrainWorkerResponse> DrainWorker(const v1::DrainWorkerRequest& req, const std::string& peer);
+  // Returns a worker to service (whether drained by hand or by --drain-after)
+  // and restarts its infra failure streak; changed = false when it was not
+  // drained. NotFound naming an unknown worker.
+  absl::StatusOr<v1::UndrainWorkerResponse> UndrainWorker(const v1::UndrainWorkerRequest& req,
+                                                          const std::string& peer);
   absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
     return store_->ListEvents(job_id, after_seq, limit);
   }
@@ -131,6 +147,8 @@ class Scheduler {
   void CountStale(const absl::Status& s);
   void OnJobFinished(const v1::Job& job);
   void DecorateLocked(v1::Job* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies the stored drain state of `w` into workers_.
+  void RememberDrainLocked(const v1::Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshPendingAndGauges();
   int64_t TtlMs() const { return static_cast<int64_t>(options_.lease_ttl_seconds * 1000); }
 
@@ -140,6 +158,11 @@ class Scheduler {
   const SchedulerOptions options_;
   std::unique_ptr<Metrics> metrics_;
   SchedulerCounters counters_;
+
+  // Serialises changes of drain state (DrainWorker, UndrainWorker, an automatic
+  // drain) across the store write and the copy into workers_, so the copy never
+  // goes back to an older state. Taken before mu_ and the store's lock.
+  absl::Mutex drain_mu_;
 
   absl::Mutex mu_;
   std::map<std::string, EarlyStoppingConfig> early_stopping_ ABSL_GUARDED_BY(mu_);

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "controller/sqlite_store.h"
 
@@ -16,6 +17,12 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+// A worker's drain fields in one string: "drained|reason|by|ms".
+std::string DrainRecord(const v1::Worker& w) {
+  return absl::StrCat(w.drained() ? "drained" : "in service", "|", w.drain_reason(), "|", w.drained_by(), "|",
+                      w.drained_unix_ms());
+}
 
 // Scheduler on a real SQLite file with a fake clock and no tick thread.
 class SchedulerTest : public ::testing::Test {
@@ -318,6 +325,136 @@ TEST_F(SchedulerTest, InfraFailuresRetryElsewhereAndDrainTheNodeBudgetFailuresNe
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(c->job().state(), v1::JOB_STATE_OVER_BUDGET);
   EXPECT_EQ(c->job().attempt(), 2);
+}
+
+TEST_F(SchedulerTest, DrainedByHandWorkerGetsNoLeaseFinishesItsJobAndLeasesAgainAfterUndrain) {
+  auto sub = Submit({{"axes", {{"seed", {1, 2, 3}}}}});
+  Register("w1", 2);
+  auto running = Lease("w1", 2);
+  ASSERT_FALSE(running.job().id().empty());
+
+  v1::DrainWorkerRequest dr;
+  dr.set_worker_id("w1");
+  dr.set_reason("  replace GPU 1  ");
+  dr.set_requested_by("alice@ops");
+  auto d = sched_->DrainWorker(dr, "ipv4:10.0.0.7:41000");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->changed());
+  EXPECT_EQ(DrainRecord(d->worker()), absl::StrCat("drained|replace GPU 1|alice@ops (ipv4:10.0.0.7:41000)|", now_.load()));
+  ASSERT_EQ(d->worker().running_job_ids_size(), 1);
+  // The gauges change with the call, not at the next tick.
+  std::string text = registry_.Render();
+  EXPECT_NE(text.find("caddie_worker_drained{worker=\"w1\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_workers{state=\"drained\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_workers{state=\"live\"} 0"), std::string::npos) << text;
+
+  // No new lease; the queued jobs say why.
+  auto none = Lease("w1", 1);
+  EXPECT_TRUE(none.job().id().empty());
+  EXPECT_EQ(none.pending_reason(), "worker w1 is drained: replace GPU 1");
+  EXPECT_EQ(sched_->GetJob(sub.jobs(1).id())->pending_reason(), "no live worker (1 registered, 1 drained, 0 lost)");
+
+  // The job it was running goes on to its end.
+  ASSERT_TRUE(Report("w1", running.job(), running.fencing_token(), {{{"event", "start"}}}).ok());
+  auto done = Complete("w1", running.job().id(), running.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                       v1::EXIT_REASON_COMPLETED, 1.5);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->job().state(), v1::JOB_STATE_SUCCEEDED);
+
+  // Draining again is OK and keeps the first record.
+  dr.set_reason("something else");
+  d = sched_->DrainWorker(dr, "ipv4:10.0.0.8:1");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->changed());
+  EXPECT_TRUE(absl::StartsWith(DrainRecord(d->worker()), "drained|replace GPU 1|alice@ops"));
+
+  v1::UndrainWorkerRequest ur;
+  ur.set_worker_id("w1");
+  auto u = sched_->UndrainWorker(ur, "ipv4:10.0.0.7:41001");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->changed());
+  EXPECT_EQ(DrainRecord(u->worker()), "in service|||0");
+  text = registry_.Render();
+  EXPECT_NE(text.find("caddie_worker_drained{worker=\"w1\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_workers{state=\"drained\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_workers{state=\"live\"} 1"), std::string::npos) << text;
+  auto again = Lease("w1", 2);
+  EXPECT_EQ(again.job().id(), sub.jobs(1).id());
+
+  // Undraining a worker in service is OK and says nothing changed.
+  u = sched_->UndrainWorker(ur, "ipv4:10.0.0.7:41002");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_FALSE(u->changed());
+}
+
+TEST_F(SchedulerTest, DrainAndUndrainRejectBadRequestsWithSpecificCodes) {
+  Register("w1", 1);
+  v1::DrainWorkerRequest dr;
+  dr.set_worker_id("w-nope");
+  dr.set_reason("maintenance");
+  auto d = sched_->DrainWorker(dr, "peer");
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(d.status().message().find("unknown worker 'w-nope'"), std::string_view::npos) << d.status();
+  v1::UndrainWorkerRequest ur;
+  ur.set_worker_id("w-nope");
+  auto u = sched_->UndrainWorker(ur, "peer");
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(u.status().message().find("unknown worker 'w-nope'"), std::string_view::npos) << u.status();
+
+  dr.set_worker_id("w1");
+  for (const std::string reason : {"", "   \t"}) {
+    dr.set_reason(reason);
+    d = sched_->DrainWorker(dr, "peer");
+    EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument) << d.status();
+    EXPECT_NE(d.status().message().find("needs a reason"), std::string_view::npos) << d.status();
+  }
+  dr.set_reason(std::string(kMaxDrainReasonBytes + 1, 'x'));
+  d = sched_->DrainWorker(dr, "peer");
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("the limit is 512 bytes"), std::string_view::npos) << d.status();
+  dr.set_reason(std::string(kMaxDrainReasonBytes, 'x'));
+  dr.set_requested_by(std::string(kMaxRequestedByBytes + 1, 'a'));
+  d = sched_->DrainWorker(dr, "peer");
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  dr.set_worker_id("");
+  d = sched_->DrainWorker(dr, "peer");
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  // Nothing was drained by any of them.
+  for (const auto& w : *sched_->ListWorkers()) EXPECT_FALSE(w.drained()) << w.id();
+}
+
+TEST_F(SchedulerTest, AutoDrainedWorkerCanBeUndrainedAndItsFailureCountRestarts) {
+  auto sub = Submit({{"axes", {{"seed", {1, 2, 3, 4, 5}}}}}, 1, /*max_attempts=*/1);
+  Register("w1", 1);
+  auto crash = [&] {
+    auto l = Lease("w1", 1);
+    if (l.job().id().empty()) return false;
+    auto c = Complete("w1", l.job().id(), l.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, 0, true);
+    return c.ok();
+  };
+  ASSERT_TRUE(crash());
+  ASSERT_TRUE(crash());  // drain_after = 2
+  auto ws = sched_->ListWorkers();
+  ASSERT_EQ(ws->size(), 1u);
+  EXPECT_TRUE((*ws)[0].drained());
+  EXPECT_EQ((*ws)[0].drained_by(), "controller");
+  EXPECT_NE(registry_.Render().find("caddie_worker_drained{worker=\"w1\"} 1"), std::string::npos);
+  EXPECT_FALSE(crash());  // drained: no lease
+
+  v1::UndrainWorkerRequest ur;
+  ur.set_worker_id("w1");
+  auto u = sched_->UndrainWorker(ur, "peer");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->changed());
+  EXPECT_NE(registry_.Render().find("caddie_worker_drained{worker=\"w1\"} 0"), std::string::npos);
+
+  // One crash after the undrain is one in a row, not three: still in service.
+  ASSERT_TRUE(crash());
+  EXPECT_FALSE((*sched_->ListWorkers())[0].drained());
+  // A second one in a row drains it again.
+  ASSERT_TRUE(crash());
+  EXPECT_TRUE((*sched_->ListWorkers())[0].drained());
+  EXPECT_EQ(sched_->counters().workers_drained.load(), 2);
 }
 
 // Issue 15: Katib trials hang in Running when metrics stop. Here a leased job whose

@@ -81,6 +81,19 @@ grpc::ServerUnaryReactor* Unary(grpc::CallbackServerContext* ctx, const Tokens& 
   return r;
 }
 
+// A UserService call about one worker (req.worker_id()): checks the id, then
+// answers with what `call` returns.
+template <typename Req, typename Resp, typename Call>
+grpc::ServerUnaryReactor* OnWorker(grpc::CallbackServerContext* ctx, const Tokens& tokens, const Req& req,
+                                   Resp* resp, Call call) {
+  return Unary(ctx, tokens, Role::kUser, [&]() -> absl::Status {
+    RETURN_IF_ERROR(CheckIds({{"worker_id", req.worker_id()}}));
+    absl::StatusOr<Resp> r = call();
+    if (r.ok()) *resp = *std::move(r);
+    return r.status();
+  });
+}
+
 bool Terminal(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_OVER_BUDGET ||
          s == v1::JOB_STATE_CANCELLED;
@@ -305,6 +318,18 @@ grpc::ServerUnaryReactor* UserServiceImpl::GetJobLogs(grpc::CallbackServerContex
     resp->set_text(std::move(text));
     return absl::OkStatus();
   });
+}
+
+grpc::ServerUnaryReactor* UserServiceImpl::DrainWorker(grpc::CallbackServerContext* ctx,
+                                                       const v1::DrainWorkerRequest* req,
+                                                       v1::DrainWorkerResponse* resp) {
+  return OnWorker(ctx, tokens_, *req, resp, [&] { return s_->DrainWorker(*req, ctx->peer()); });
+}
+
+grpc::ServerUnaryReactor* UserServiceImpl::UndrainWorker(grpc::CallbackServerContext* ctx,
+                                                         const v1::UndrainWorkerRequest* req,
+                                                         v1::UndrainWorkerResponse* resp) {
+  return OnWorker(ctx, tokens_, *req, resp, [&] { return s_->UndrainWorker(*req, ctx->peer()); });
 }
 
 // ---------------------------------------------------------------- WorkerService

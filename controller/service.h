@@ -50,6 +50,10 @@ class UserServiceImpl final : public v1::UserService::CallbackService {
                                         v1::ListWorkersResponse* resp) override;
   grpc::ServerUnaryReactor* GetJobLogs(grpc::CallbackServerContext* ctx, const v1::GetJobLogsRequest* req,
                                        v1::GetJobLogsResponse* resp) override;
+  grpc::ServerUnaryReactor* DrainWorker(grpc::CallbackServerContext* ctx, const v1::DrainWorkerRequest* req,
+                                        v1::DrainWorkerResponse* resp) override;
+  grpc::ServerUnaryReactor* UndrainWorker(grpc::CallbackServerContext* ctx, const v1::UndrainWorkerRequest* req,
+                                          v1::UndrainWorkerResponse* resp) override;
 
  private:
   Scheduler* const s_;

@@ -106,6 +106,11 @@ ALTER TABLE jobs ADD COLUMN silence_ms INTEGER NOT NULL DEFAULT 0;
       R"sql(
 CREATE INDEX jobs_state_gpus ON jobs(state, gpus);
 )sql",
+      // 4: who drained a worker and when (manual drains name the operator).
+      R"sql(
+ALTER TABLE workers ADD COLUMN drained_by TEXT NOT NULL DEFAULT '';
+ALTER TABLE workers ADD COLUMN drained_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
   };
   return m;
 }
@@ -125,6 +130,10 @@ std::string StateName(v1::JobState s) {
 
 int64_t ArtifactLimit(const v1::JobSpec& spec) {
   return spec.budget().artifact_limit_bytes() > 0 ? spec.budget().artifact_limit_bytes() : 16000000;
+}
+
+absl::Status UnknownWorker(const std::string& worker_id) {
+  return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(worker_id), "'"));
 }
 
 absl::Status Stale(const std::string& job_id, int64_t current, int64_t got, const std::string& why) {
@@ -708,9 +717,9 @@ absl::StatusOr<CompleteOutcome> SqliteStore::CompleteJob(const Completion& c, in
     RETURN_IF_ERROR(u.Bind(1, c.worker_id).Run());
     if (drain_after > 0) {
       STMT(d,
-           "UPDATE workers SET drained = 1, drain_reason = ?2 WHERE id = ?1 AND drained = 0 AND "
-           "infra_failure_streak >= ?3");
-      d.Bind(1, c.worker_id).Bind(3, drain_after);
+           "UPDATE workers SET drained = 1, drain_reason = ?2, drained_by = 'controller', drained_ms = ?4 "
+           "WHERE id = ?1 AND drained = 0 AND infra_failure_streak >= ?3");
+      d.Bind(1, c.worker_id).Bind(3, drain_after).Bind(4, now_ms);
       d.Bind(2, absl::StrCat(drain_after, " jobs in a row failed for infrastructure reasons (last: ", c.job_id, " ",
                              v1::ExitReason_Name(c.exit_reason), ": ", c.message.substr(0, 200), ")"));
       RETURN_IF_ERROR(d.Run());
@@ -975,6 +984,8 @@ absl::StatusOr<WorkerRecord> SqliteStore::RegisterWorker(const v1::Worker& worke
   v1::Worker w = worker;
   w.clear_drained();
   w.clear_drain_reason();
+  w.clear_drained_by();
+  w.clear_drained_unix_ms();
   w.clear_running_job_ids();
   {
     STMT(u,
@@ -994,11 +1005,17 @@ absl::StatusOr<WorkerRecord> SqliteStore::RegisterWorker(const v1::Worker& worke
 
 absl::StatusOr<std::vector<WorkerRecord>> SqliteStore::ListWorkers() {
   absl::MutexLock l(&mu_);
+  return QueryWorkersLocked("");
+}
+
+absl::StatusOr<std::vector<WorkerRecord>> SqliteStore::QueryWorkersLocked(const std::string& only_id) {
   std::vector<WorkerRecord> out;
   {
-    STMT(q,
-         "SELECT id, worker_pb, gpus_free, cpu_slots_free, last_heartbeat_ms, drained, drain_reason, "
-         "infra_failure_streak FROM workers ORDER BY id");
+    // One worker by its primary key, or all of them.
+    STMT(q, absl::StrCat("SELECT id, worker_pb, gpus_free, cpu_slots_free, last_heartbeat_ms, drained, drain_reason, "
+                         "infra_failure_streak, drained_by, drained_ms FROM workers ",
+                         only_id.empty() ? "ORDER BY id" : "WHERE id = ?1"));
+    if (!only_id.empty()) q.Bind(1, only_id);
     for (;;) {
       ASSIGN_OR_RETURN(bool row, q.Step());
       if (!row) break;
@@ -1011,6 +1028,8 @@ absl::StatusOr<std::vector<WorkerRecord>> SqliteStore::ListWorkers() {
       r.worker.set_drained(q.Int(5) != 0);
       r.worker.set_drain_reason(q.Text(6));
       r.infra_failure_streak = static_cast<int32_t>(q.Int(7));
+      r.worker.set_drained_by(q.Text(8));
+      r.worker.set_drained_unix_ms(q.Int(9));
       r.worker.set_gpus_free(r.gpus_free);
       r.worker.set_last_heartbeat_unix_ms(r.last_heartbeat_ms);
       out.push_back(std::move(r));
@@ -1028,23 +1047,62 @@ absl::StatusOr<std::vector<WorkerRecord>> SqliteStore::ListWorkers() {
   return out;
 }
 
+absl::StatusOr<WorkerRecord> SqliteStore::GetWorkerLocked(const std::string& worker_id) {
+  ASSIGN_OR_RETURN(auto ws, QueryWorkersLocked(worker_id));
+  if (ws.empty()) return UnknownWorker(worker_id);
+  return std::move(ws.front());
+}
+
 absl::Status SqliteStore::SetWorkerFree(const std::string& worker_id, int32_t gpus_free, int32_t cpu_slots_free,
                                         int64_t now_ms) {
   absl::MutexLock l(&mu_);
   STMT(u, "UPDATE workers SET gpus_free = ?2, cpu_slots_free = ?3, last_heartbeat_ms = ?4 WHERE id = ?1");
   u.Bind(1, worker_id).Bind(2, gpus_free).Bind(3, cpu_slots_free).Bind(4, now_ms);
   RETURN_IF_ERROR(u.Run());
-  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(worker_id), "'"));
+  if (u.Changes() == 0) return UnknownWorker(worker_id);
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::SetDrained(const std::string& worker_id, bool drained, const std::string& reason) {
+absl::StatusOr<DrainOutcome> SqliteStore::DrainWorker(const std::string& worker_id, const std::string& reason,
+                                                      const std::string& by, int64_t now_ms) {
+  if (reason.empty()) return absl::InvalidArgumentError("a drain needs a reason");
   absl::MutexLock l(&mu_);
-  STMT(u, "UPDATE workers SET drained = ?2, drain_reason = ?3, infra_failure_streak = 0 WHERE id = ?1");
-  u.Bind(1, worker_id).Bind(2, drained ? 1 : 0).Bind(3, reason);
-  RETURN_IF_ERROR(u.Run());
-  if (u.Changes() == 0) return absl::NotFoundError(absl::StrCat("unknown worker '", Truncated(worker_id), "'"));
-  return absl::OkStatus();
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  DrainOutcome out;
+  {
+    // Only a worker in service changes: a second drain keeps the first's record.
+    STMT(u, "UPDATE workers SET drained = 1, drain_reason = ?2, drained_by = ?3, drained_ms = ?4 "
+            "WHERE id = ?1 AND drained = 0");
+    u.Bind(1, worker_id).Bind(2, reason).Bind(3, by).Bind(4, now_ms);
+    RETURN_IF_ERROR(u.Run());
+    out.changed = u.Changes() == 1;
+  }
+  ASSIGN_OR_RETURN(out.worker, GetWorkerLocked(worker_id));
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::StatusOr<DrainOutcome> SqliteStore::UndrainWorker(const std::string& worker_id) {
+  absl::MutexLock l(&mu_);
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  DrainOutcome out;
+  {
+    STMT(q, "SELECT drained FROM workers WHERE id = ?1");
+    q.Bind(1, worker_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return UnknownWorker(worker_id);
+    out.changed = q.Int(0) != 0;
+  }
+  {
+    STMT(u, "UPDATE workers SET drained = 0, drain_reason = '', drained_by = '', drained_ms = 0, "
+            "infra_failure_streak = 0 WHERE id = ?1");
+    RETURN_IF_ERROR(u.Bind(1, worker_id).Run());
+  }
+  ASSIGN_OR_RETURN(out.worker, GetWorkerLocked(worker_id));
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
 }
 
 }  // namespace caddie::controller

@@ -83,7 +83,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<WorkerRecord>> ListWorkers() override;
   absl::Status SetWorkerFree(const std::string& worker_id, int32_t gpus_free, int32_t cpu_slots_free,
                              int64_t now_ms) override;
-  absl::Status SetDrained(const std::string& worker_id, bool drained, const std::string& reason) override;
+  absl::StatusOr<DrainOutcome> DrainWorker(const std::string& worker_id, const std::string& reason,
+                                           const std::string& by, int64_t now_ms) override;
+  absl::StatusOr<DrainOutcome> UndrainWorker(const std::string& worker_id) override;
 
  private:
   class Stmt;
@@ -94,6 +96,11 @@ class SqliteStore final : public Store {
   absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Job> GetJobLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Sweep> GetSweepLocked(const std::string& sweep_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Every worker ("" = all) or the one with this id, with its running jobs.
+  absl::StatusOr<std::vector<WorkerRecord>> QueryWorkersLocked(const std::string& only_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NotFound naming an unknown worker.
+  absl::StatusOr<WorkerRecord> GetWorkerLocked(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<v1::Job>> QueryJobs(const std::string& sql,
                                                  const std::function<void(sqlite3_stmt*)>& bind)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -6,10 +6,19 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
 namespace caddie::controller {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A worker's drain fields in one string: "drained|reason|by|ms".
+std::string DrainRecord(const v1::Worker& w) {
+  return absl::StrCat(w.drained() ? "drained" : "in service", "|", w.drain_reason(), "|", w.drained_by(), "|",
+                      w.drained_unix_ms());
+}
 
 class SqliteStoreTest : public ::testing::Test {
  protected:
@@ -59,10 +68,10 @@ class SqliteStoreTest : public ::testing::Test {
 };
 
 TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
-  EXPECT_EQ(store_->schema_version(), 3);
+  EXPECT_EQ(store_->schema_version(), 4);
   MakeSweep(2);
   Reopen();
-  EXPECT_EQ(store_->schema_version(), 3);
+  EXPECT_EQ(store_->schema_version(), 4);
   auto jobs = store_->ListJobs("", {}, 0);
   ASSERT_TRUE(jobs.ok());
   EXPECT_EQ(jobs->size(), 2u);
@@ -182,6 +191,90 @@ TEST_F(SqliteStoreTest, InfraFailuresRetryAndDrainButBudgetFailuresDoNot) {
   ASSERT_EQ(ws->size(), 1u);
   EXPECT_TRUE((*ws)[0].worker.drained());
   EXPECT_NE((*ws)[0].worker.drain_reason().find("2 jobs in a row failed"), std::string::npos);
+}
+
+TEST_F(SqliteStoreTest, DrainByHandRecordsWhoWhenWhyKeepsRunningJobsAndSurvivesReopenAndReregistration) {
+  auto jobs = MakeSweep(2, 1, 3);
+  Register("w", 2);
+  auto l = store_->LeaseNext("w", 2, 0, 1000, 60000);
+  ASSERT_TRUE(l.ok() && l->has_value());
+  auto d = store_->DrainWorker("w", "swap the PSU", "alice@ops (ipv4:10.0.0.1:5000)", 2000);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_TRUE(d->changed);
+  EXPECT_EQ(DrainRecord(d->worker.worker), "drained|swap the PSU|alice@ops (ipv4:10.0.0.1:5000)|2000");
+  // The leased job stays leased to it: a drain stops new work only.
+  ASSERT_EQ(d->worker.worker.running_job_ids_size(), 1);
+  EXPECT_EQ(d->worker.worker.running_job_ids(0), (*l)->job.id());
+  EXPECT_EQ(store_->GetJob((*l)->job.id())->state(), v1::JOB_STATE_LEASED);
+
+  // A second drain is OK and keeps the first record.
+  d = store_->DrainWorker("w", "again", "bob", 3000);
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_FALSE(d->changed);
+  EXPECT_EQ(DrainRecord(d->worker.worker), "drained|swap the PSU|alice@ops (ipv4:10.0.0.1:5000)|2000");
+
+  // Durable, and re-registering does not clear it.
+  Reopen();
+  Register("w", 2);
+  auto ws = store_->ListWorkers();
+  ASSERT_TRUE(ws.ok());
+  ASSERT_EQ(ws->size(), 1u);
+  EXPECT_EQ(DrainRecord((*ws)[0].worker), "drained|swap the PSU|alice@ops (ipv4:10.0.0.1:5000)|2000");
+  EXPECT_EQ(store_->schema_version(), 4);
+}
+
+TEST_F(SqliteStoreTest, UndrainClearsTheDrainAndTheStreakAndIsIdempotent) {
+  auto jobs = MakeSweep(3, 1, 1);
+  Register("w", 1);
+  // Two infra failures in a row drain it (drain_after 2).
+  for (int i = 0; i < 2; ++i) {
+    auto l = store_->LeaseNext("w", 1, 0, 1000 + i, 60000);
+    ASSERT_TRUE(l.ok() && l->has_value());
+    Completion c{"w", (*l)->job.id(), (*l)->job.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED,
+                 "boom", {}, true};
+    auto r = store_->CompleteJob(c, 1100 + i, 2, 0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->worker_drained, i == 1);
+  }
+  auto ws = store_->ListWorkers();
+  EXPECT_TRUE(absl::StartsWith(DrainRecord((*ws)[0].worker), "drained|2 jobs in a row failed for infrastructure"));
+  EXPECT_TRUE(absl::EndsWith(DrainRecord((*ws)[0].worker), "|controller|1101"));
+  EXPECT_EQ((*ws)[0].infra_failure_streak, 2);
+
+  auto u = store_->UndrainWorker("w");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_TRUE(u->changed);
+  EXPECT_EQ(DrainRecord(u->worker.worker), "in service|||0");
+  EXPECT_EQ(u->worker.infra_failure_streak, 0);
+
+  // Not drained: OK, nothing to change.
+  u = store_->UndrainWorker("w");
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_FALSE(u->changed);
+  EXPECT_EQ(DrainRecord(u->worker.worker), "in service|||0");
+
+  // The streak restarted: one more infra failure does not drain it again.
+  auto l = store_->LeaseNext("w", 1, 0, 2000, 60000);
+  ASSERT_TRUE(l.ok() && l->has_value());
+  Completion c{"w", (*l)->job.id(), (*l)->job.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED,
+               "boom", {}, true};
+  auto r = store_->CompleteJob(c, 2100, 2, 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->worker_drained);
+  EXPECT_EQ((*store_->ListWorkers())[0].infra_failure_streak, 1);
+}
+
+TEST_F(SqliteStoreTest, DrainAndUndrainErrorsNameTheWorker) {
+  Register("w", 1);
+  auto d = store_->DrainWorker("ghost", "maintenance", "alice", 1000);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(d.status().message().find("unknown worker 'ghost'"), std::string_view::npos) << d.status();
+  auto u = store_->UndrainWorker("ghost");
+  EXPECT_EQ(u.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(u.status().message().find("unknown worker 'ghost'"), std::string_view::npos) << u.status();
+  d = store_->DrainWorker("w", "", "alice", 1000);
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE((*store_->ListWorkers())[0].worker.drained());
 }
 
 TEST_F(SqliteStoreTest, CancelQueuedImmediatelyAndRunningViaHeartbeat) {

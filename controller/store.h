@@ -45,11 +45,18 @@ struct NewJob {
 
 // A worker row: its registration plus the scheduler's bookkeeping.
 struct WorkerRecord {
-  v1::Worker worker;              // id, hostname, gpus, labels, version, cpu_slots, drained, drain_reason
+  v1::Worker worker;              // id, hostname, gpus, labels, version, cpu_slots, drained, drain_reason,
+                                  // drained_by, drained_unix_ms, running_job_ids
   int32_t gpus_free = 0;          // as last reported
   int32_t cpu_slots_free = 0;
   int64_t last_heartbeat_ms = 0;
   int32_t infra_failure_streak = 0;
+};
+
+// A worker after DrainWorker / UndrainWorker.
+struct DrainOutcome {
+  WorkerRecord worker;
+  bool changed = false;            // false: it was already in the state asked for
 };
 
 struct HeartbeatOutcome {
@@ -183,7 +190,15 @@ class Store {
   virtual absl::StatusOr<std::vector<WorkerRecord>> ListWorkers() = 0;
   virtual absl::Status SetWorkerFree(const std::string& worker_id, int32_t gpus_free, int32_t cpu_slots_free,
                                      int64_t now_ms) = 0;
-  virtual absl::Status SetDrained(const std::string& worker_id, bool drained, const std::string& reason) = 0;
+  // Drains the worker by hand, in one transaction: LeaseJob gives it nothing
+  // more, its leased jobs go on. Records reason, by and now_ms unless it is
+  // drained already (then nothing changes: changed = false). Returns the worker
+  // as stored. NotFound for an unknown worker; InvalidArgument for an empty reason.
+  virtual absl::StatusOr<DrainOutcome> DrainWorker(const std::string& worker_id, const std::string& reason,
+                                                   const std::string& by, int64_t now_ms) = 0;
+  // Returns the worker to service and restarts its infra failure streak, in one
+  // transaction; changed = false when it was not drained. NotFound for an unknown worker.
+  virtual absl::StatusOr<DrainOutcome> UndrainWorker(const std::string& worker_id) = 0;
 };
 
 }  // namespace caddie::controller
