@@ -131,6 +131,14 @@ absl::StatusOr<v1::ListWorkersResponse> Client::ListWorkers() {
   return CADDIE_UNARY(ListWorkers, v1::ListWorkersRequest, v1::ListWorkersResponse, req);
 }
 
+absl::StatusOr<v1::DrainWorkerResponse> Client::DrainWorker(const v1::DrainWorkerRequest& req) {
+  return CADDIE_UNARY(DrainWorker, v1::DrainWorkerRequest, v1::DrainWorkerResponse, req);
+}
+
+absl::StatusOr<v1::UndrainWorkerResponse> Client::UndrainWorker(const v1::UndrainWorkerRequest& req) {
+  return CADDIE_UNARY(UndrainWorker, v1::UndrainWorkerRequest, v1::UndrainWorkerResponse, req);
+}
+
 absl::StatusOr<v1::GetJobLogsResponse> Client::GetJobLogs(const std::string& job_id, int tail_lines) {
   v1::GetJobLogsRequest req;
   req.set_job_id(job_id);

@@ -36,6 +36,8 @@ class Client {
   absl::StatusOr<v1::Sweep> CancelSweep(const std::string& sweep_id, const std::string& reason);
   absl::StatusOr<v1::LeaderboardResponse> Leaderboard(const std::string& sweep_id, int limit);
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
+  absl::StatusOr<v1::DrainWorkerResponse> DrainWorker(const v1::DrainWorkerRequest& req);
+  absl::StatusOr<v1::UndrainWorkerResponse> UndrainWorker(const v1::UndrainWorkerRequest& req);
   absl::StatusOr<v1::GetJobLogsResponse> GetJobLogs(const std::string& job_id, int tail_lines);
 
   // Streams the job's events from after_seq. `on_message` is called for each

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -348,6 +349,33 @@ void RunWorkers(const GlobalOptions& g, const ListArgs& a) {
   Print(a.json ? ToJsonString(r) + "\n" : WorkersTable(r, NowUnixMs(), OutStyle(g)));
 }
 
+// "user@host" for DrainWorkerRequest.requested_by.
+std::string WhoAmI() {
+  const char* user = std::getenv("USER");
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+  return absl::StrCat(user != nullptr && *user != '\0' ? user : "unknown", "@", host[0] != '\0' ? host : "unknown");
+}
+
+void RunDrain(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  v1::DrainWorkerRequest req;
+  req.set_worker_id(a.id);
+  req.set_reason(a.reason);
+  req.set_requested_by(WhoAmI());
+  auto r = OrFail(client->DrainWorker(req));
+  Print(a.json ? ToJsonString(r) + "\n" : DrainResult(r, NowUnixMs(), OutStyle(g)));
+}
+
+void RunUndrain(const GlobalOptions& g, const ListArgs& a) {
+  auto client = MakeClient(g);
+  v1::UndrainWorkerRequest req;
+  req.set_worker_id(a.id);
+  req.set_requested_by(WhoAmI());
+  auto r = OrFail(client->UndrainWorker(req));
+  Print(a.json ? ToJsonString(r) + "\n" : UndrainResult(r, OutStyle(g)));
+}
+
 void AddJson(CLI::App* cmd, bool& flag) {
   cmd->add_flag("--json", flag, "Print JSON (proto field names) instead of a table, for scripts");
 }
@@ -457,9 +485,28 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   AddJson(lb, la->json);
   lb->callback([&g, la] { RunLeaderboard(g, *la); });
 
-  CLI::App* workers = app.add_subcommand("workers", "Registered workers: GPUs, free slots, running jobs, heartbeat");
+  CLI::App* workers = app.add_subcommand(
+      "workers", "Registered workers: GPUs, free slots, running jobs, heartbeat, drain state; drain or undrain one");
   AddJson(workers, la->json);
-  workers->callback([&g, la] { RunWorkers(g, *la); });
+  // `caddie workers` alone lists them; with drain/undrain only that runs.
+  workers->callback([&g, la, workers] {
+    if (workers->get_subcommands().empty()) RunWorkers(g, *la);
+  });
+
+  CLI::App* drain = workers->add_subcommand(
+      "drain", "Take a worker out of service (maintenance): it gets no new jobs, the ones it runs go on to their end");
+  drain->add_option("WORKER", la->id, "Worker id (as `caddie workers` lists it)")->required();
+  drain->add_option("--reason", la->reason, "Why; shown in `caddie workers` and recorded with who and when")
+      ->required();
+  AddJson(drain, la->json);
+  drain->callback([&g, la] { RunDrain(g, *la); });
+
+  CLI::App* undrain = workers->add_subcommand(
+      "undrain", "Return a drained worker to service (drained by hand or after failures in a row); "
+                 "its count of failures in a row restarts. A worker in service is left as it is (exit 0)");
+  undrain->add_option("WORKER", la->id, "Worker id (as `caddie workers` lists it)")->required();
+  AddJson(undrain, la->json);
+  undrain->callback([&g, la] { RunUndrain(g, *la); });
 }
 
 }  // namespace caddie::cli

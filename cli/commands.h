@@ -1,7 +1,8 @@
 // The `caddie` subcommands that talk to a controller (sweep validate/submit/
-// cancel, sweeps, jobs, job, watch, logs, cancel, leaderboard, workers) and the
-// global options they share. Each command's callback throws CLI::RuntimeError
-// with an exit code of cli/exit_codes.h on failure, after printing why on stderr.
+// cancel, sweeps, jobs, job, watch, logs, cancel, leaderboard, workers, workers
+// drain/undrain) and the global options they share. Each command's callback
+// throws CLI::RuntimeError with an exit code of cli/exit_codes.h on failure,
+// after printing why on stderr.
 // Not thread-safe: registration and parsing happen on the main thread.
 #pragma once
 

@@ -8,7 +8,7 @@ std::string ExitCodesHelp() {
          "  1    unexpected error\n"
          "  2    bad input: flags, sweep file, out-of-range value\n"
          "  3    controller unreachable or timed out\n"
-         "  4    no such job or sweep\n"
+         "  4    no such job, sweep or worker\n"
          "  5    token missing or rejected\n"
          "  6    the watched job (or caddie up's sweep) did not succeed\n"
          "  7    conflicts with the current state (e.g. cancelling a finished job)\n"

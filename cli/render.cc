@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/core/events.h"
 
 namespace caddie::cli {
@@ -244,13 +245,56 @@ std::string LeaderboardTable(const v1::LeaderboardResponse& r, const Style& st) 
                      rows, {0, 1, 2, 3, 4, 5}, st);
 }
 
+namespace {
+
+// " (by alice@host, 5m ago)" for a drained worker whose drain was recorded.
+std::string DrainedBy(const v1::Worker& w, int64_t now_ms) {
+  if (w.drained_by().empty()) return "";
+  return absl::StrCat(" (by ", w.drained_by(),
+                      w.drained_unix_ms() > 0 ? ", " + FormatAge(w.drained_unix_ms(), now_ms) : std::string(), ")");
+}
+
+// What becomes of a drained worker's running jobs, in words.
+std::string RunningJobsGoOn(const v1::Worker& w) {
+  const int n = w.running_job_ids_size();
+  if (n == 0) return "it runs no job now";
+  if (n == 1) return absl::StrCat("its running job ", w.running_job_ids(0), " goes on to its end");
+  return absl::StrCat("its ", n, " running jobs (", absl::StrJoin(w.running_job_ids(), ", "), ") go on to their end");
+}
+
+}  // namespace
+
+std::string DrainResult(const v1::DrainWorkerResponse& r, int64_t now_ms, const Style& st) {
+  const v1::Worker& w = r.worker();
+  std::string out;
+  if (r.changed()) {
+    out = absl::StrCat(st.Yellow("drained"), " worker ", st.Bold(w.id()), ": ", w.drain_reason(), "\n",
+                       "  no new jobs go to it; ", RunningJobsGoOn(w), "\n");
+  } else {
+    out = absl::StrCat("worker ", st.Bold(w.id()), " was already ", st.Yellow("drained"), DrainedBy(w, now_ms), ": ",
+                       w.drain_reason(), "; nothing changed\n");
+  }
+  return out + absl::StrCat("  return it to service with: caddie workers undrain ", w.id(), "\n");
+}
+
+std::string UndrainResult(const v1::UndrainWorkerResponse& r, const Style& st) {
+  const v1::Worker& w = r.worker();
+  if (!r.changed()) {
+    return absl::StrCat("worker ", st.Bold(w.id()), " was not drained; it is ", st.Green("ready"),
+                        " (its count of failures in a row restarts at 0)\n");
+  }
+  return absl::StrCat("worker ", st.Bold(w.id()), " is back in service: ", st.Green("ready"),
+                      " for new jobs (its count of failures in a row restarts at 0)\n");
+}
+
 std::string WorkersTable(const v1::ListWorkersResponse& r, int64_t now_ms, const Style& st) {
   if (r.workers().empty()) return "no workers registered: start one with `caddie-worker --controller ADDR` (or `caddie up`)\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& w : r.workers()) {
     std::string gpus = "none";
     if (w.gpus_size() > 0) gpus = absl::StrCat(w.gpus_free(), "/", w.gpus_size(), " free (", w.gpus(0).name(), ")");
-    std::string status = w.drained() ? st.Yellow("drained" + (w.drain_reason().empty() ? "" : ": " + w.drain_reason()))
+    std::string status = w.drained() ? st.Yellow("drained" + (w.drain_reason().empty() ? "" : ": " + w.drain_reason()) +
+                                                 DrainedBy(w, now_ms))
                                      : st.Green("ready");
     std::string running = w.running_job_ids().empty() ? "-" : absl::StrCat(w.running_job_ids_size(), " (", w.running_job_ids(0),
                                                                            w.running_job_ids_size() > 1 ? ", …)" : ")");

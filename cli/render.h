@@ -45,6 +45,9 @@ std::string JobsTable(const v1::ListJobsResponse& r, int64_t now_ms, const Style
 std::string JobDetail(const v1::Job& job, int64_t now_ms, const Style& st);
 std::string LeaderboardTable(const v1::LeaderboardResponse& r, const Style& st);
 std::string WorkersTable(const v1::ListWorkersResponse& r, int64_t now_ms, const Style& st);
+// What `caddie workers drain` / `undrain` did, and what happens next.
+std::string DrainResult(const v1::DrainWorkerResponse& r, int64_t now_ms, const Style& st);
+std::string UndrainResult(const v1::UndrainWorkerResponse& r, const Style& st);
 
 // The live view of one job: fed WatchJob responses, it keeps the latest step,
 // validation and final figures and renders a one-line status with a progress bar

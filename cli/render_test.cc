@@ -136,5 +136,40 @@ TEST(RenderTest, TablesAndJson) {
   EXPECT_THAT(JobsTable(jobs, 0, st), HasSubstr("j-1  running"));
 }
 
+TEST(RenderTest, DrainAndUndrainSayWhatChangedAndWhatComesNext) {
+  const Style st(false);
+  v1::DrainWorkerResponse d;
+  d.set_changed(true);
+  v1::Worker* w = d.mutable_worker();
+  w->set_id("w-1");
+  w->set_drained(true);
+  w->set_drain_reason("replace GPU 1");
+  w->set_drained_by("alice@ops");
+  w->set_drained_unix_ms(1'000'000);
+  w->add_running_job_ids("j-1");
+  EXPECT_EQ(DrainResult(d, 1'300'000, st),
+            "drained worker w-1: replace GPU 1\n"
+            "  no new jobs go to it; its running job j-1 goes on to its end\n"
+            "  return it to service with: caddie workers undrain w-1\n");
+  d.set_changed(false);
+  w->clear_running_job_ids();
+  EXPECT_EQ(DrainResult(d, 1'300'000, st),
+            "worker w-1 was already drained (by alice@ops, 5m00s ago): replace GPU 1; nothing changed\n"
+            "  return it to service with: caddie workers undrain w-1\n");
+  v1::ListWorkersResponse list;
+  *list.add_workers() = *w;
+  EXPECT_THAT(WorkersTable(list, 1'300'000, st), HasSubstr("drained: replace GPU 1 (by alice@ops, 5m00s ago)"));
+
+  v1::UndrainWorkerResponse u;
+  u.mutable_worker()->set_id("w-1");
+  u.set_changed(true);
+  EXPECT_EQ(UndrainResult(u, st),
+            "worker w-1 is back in service: ready for new jobs (its count of failures in a row restarts at 0)\n");
+  u.set_changed(false);
+  EXPECT_EQ(UndrainResult(u, st),
+            "worker w-1 was not drained; it is ready (its count of failures in a row restarts at 0)\n");
+  EXPECT_THAT(UndrainResult(u, Style(true)), HasSubstr("\033["));  // coloured on a terminal
+}
+
 }  // namespace
 }  // namespace caddie::cli

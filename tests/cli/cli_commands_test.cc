@@ -245,6 +245,94 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   EXPECT_EQ(r.code, 4) << r.err;
 }
 
+// Polls `caddie job ID --json` until the job is in `state` (e.g. "JOB_STATE_RUNNING").
+bool WaitForJobState(LocalCluster& c, const std::string& job, const std::string& state, std::chrono::seconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    RunResult r = c.Caddie({"job", job, "--json"});
+    if (r.code == 0 && json::parse(r.out).value("state", "") == state) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// `caddie workers drain` takes the worker out of service while its running job
+// finishes; the next job waits, saying why, until `caddie workers undrain`.
+TEST(CliClusterTest, WorkersDrainAndUndrainByHand) {
+  LocalCluster c(R"({"steps": 60, "step_ms": 50})");
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string f = c.dir() + "/small.yaml";
+  WriteFile(f, kSmallSweep);
+  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json sub = json::parse(r.out);
+  const std::string sweep = sub["sweep"]["id"], job0 = sub["jobs"][0]["id"], job1 = sub["jobs"][1]["id"];
+  ASSERT_TRUE(WaitForJobState(c, job0, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
+
+  r = c.Caddie({"workers", "drain", "test-worker", "--reason", "swap the disk"}, std::chrono::seconds(30),
+               {{"USER", "alice"}});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("drained worker test-worker: swap the disk\n"));
+  EXPECT_THAT(r.out, HasSubstr("no new jobs go to it; its running job " + job0 + " goes on to its end"));
+  EXPECT_THAT(r.out, HasSubstr("return it to service with: caddie workers undrain test-worker"));
+  r = c.Caddie({"workers"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("drained: swap the disk (by alice@"));
+  r = c.Caddie({"workers", "--json"});
+  const json w = json::parse(r.out)["workers"][0];
+  EXPECT_TRUE(w["drained"].get<bool>());
+  EXPECT_EQ(w["drain_reason"], "swap the disk");
+  EXPECT_THAT(w["drained_by"].get<std::string>(), HasSubstr("alice@"));
+
+  // The running job ends well; the next one stays queued and says why.
+  ASSERT_TRUE(WaitForJobState(c, job0, "JOB_STATE_SUCCEEDED", std::chrono::seconds(30))) << c.WorkerLog();
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // five lease polls
+  r = c.Caddie({"job", job1});
+  EXPECT_THAT(r.out, HasSubstr("state:           queued"));
+  EXPECT_THAT(r.out, HasSubstr("no live worker (1 registered, 1 drained, 0 lost)"));
+
+  // A second drain is OK and keeps the first.
+  r = c.Caddie({"workers", "drain", "test-worker", "--reason", "other"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("worker test-worker was already drained (by alice@"));
+  EXPECT_THAT(r.out, HasSubstr("swap the disk; nothing changed"));
+
+  r = c.Caddie({"workers", "undrain", "test-worker", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json u = json::parse(r.out);
+  EXPECT_TRUE(u["changed"].get<bool>());
+  EXPECT_FALSE(u["worker"]["drained"].get<bool>());
+  const json jobs = WaitForSweep(c, sweep, std::chrono::seconds(60));
+  ASSERT_EQ(jobs.size(), 2u);
+  for (const auto& j : jobs) EXPECT_EQ(j["state"], "JOB_STATE_SUCCEEDED") << j.dump();
+  r = c.Caddie({"workers"});
+  EXPECT_THAT(r.out, HasSubstr("ready"));
+  r = c.Caddie({"workers", "undrain", "test-worker"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("worker test-worker was not drained; it is ready"));
+
+  // Bad input: exit 4 for an unknown worker, 2 for a missing, empty or over-long reason.
+  struct Row {
+    std::vector<std::string> args;
+    int code;
+    std::string err;
+  };
+  for (const Row& row : std::vector<Row>{
+           {{"drain", "no-such-worker", "--reason", "x"}, 4, "unknown worker 'no-such-worker'"},
+           {{"undrain", "no-such-worker"}, 4, "unknown worker 'no-such-worker'"},
+           {{"drain", "test-worker"}, 2, "--reason is required"},
+           {{"drain", "test-worker", "--reason", ""}, 2, "draining worker 'test-worker' needs a reason"},
+           {{"drain", "test-worker", "--reason", std::string(513, 'x')}, 2, "the limit is 512 bytes"}}) {
+    std::vector<std::string> args = {"workers"};
+    args.insert(args.end(), row.args.begin(), row.args.end());
+    r = c.Caddie(args);
+    EXPECT_EQ(r.code, row.code) << row.args[0] << " " << row.args[1] << ": " << r.err;
+    EXPECT_THAT(r.err, HasSubstr(row.err));
+  }
+  r = c.Caddie({"workers", "--json"});
+  EXPECT_FALSE(json::parse(r.out)["workers"][0]["drained"].get<bool>());
+}
+
 TEST(CliClusterTest, BearerTokenFromFlagEnvOrConfigFile) {
   LocalCluster c(R"({})", /*with_worker=*/false, /*user_token=*/"s3cret");
   ASSERT_TRUE(c.ok()) << c.error();
@@ -262,6 +350,13 @@ TEST(CliClusterTest, BearerTokenFromFlagEnvOrConfigFile) {
   r = c.Caddie({"--config", c.dir() + "/cfg.yaml", "workers"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("no workers registered"));
+  // Drain and undrain are user calls: the same token rules.
+  r = c.Caddie({"workers", "drain", "w-1", "--reason", "maintenance"});
+  EXPECT_EQ(r.code, 5) << r.err;
+  r = c.Caddie({"workers", "undrain", "w-1"});
+  EXPECT_EQ(r.code, 5) << r.err;
+  r = c.Caddie({"workers", "undrain", "w-1"}, std::chrono::seconds(30), {{"CADDIE_TOKEN", "s3cret"}});
+  EXPECT_EQ(r.code, 4) << r.err;
 }
 
 }  // namespace
