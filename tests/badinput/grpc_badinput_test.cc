@@ -304,6 +304,51 @@ TEST_F(GrpcBadInput, UserLookupsOfHostileIdsAreNotFound) {
   EXPECT_EQ(DbSnapshot(ctl_->db()), before);
 }
 
+// DrainWorker / UndrainWorker: each bad request gets its own code and a message
+// naming what is wrong, and drains nothing.
+TEST_F(GrpcBadInput, DrainAndUndrainRows) {
+  using C = grpc::StatusCode;
+  auto drain = [&](const std::string& id, const std::string& reason, const std::string& token = kUser) {
+    v1::DrainWorkerRequest req;
+    req.set_worker_id(id);
+    req.set_reason(reason);
+    v1::DrainWorkerResponse resp;
+    return user_->DrainWorker(Ctx(token).get(), req, &resp);
+  };
+  auto undrain = [&](const std::string& id, const std::string& token = kUser) {
+    v1::UndrainWorkerRequest req;
+    req.set_worker_id(id);
+    v1::UndrainWorkerResponse resp;
+    return user_->UndrainWorker(Ctx(token).get(), req, &resp);
+  };
+  for (const std::string& id : std::vector<std::string>{"../../etc/passwd", "x'; UPDATE workers SET drained = 1; --"}) {
+    ExpectRejected("drain an unknown worker", [&] { return drain(id, "maintenance"); }, C::NOT_FOUND,
+                   "unknown worker '" + id + "'");
+    ExpectRejected("undrain an unknown worker", [&] { return undrain(id); }, C::NOT_FOUND,
+                   "unknown worker '" + id + "'");
+  }
+  ExpectRejected("drain, empty reason", [&] { return drain("w-baseline", ""); }, C::INVALID_ARGUMENT,
+                 "draining worker 'w-baseline' needs a reason");
+  ExpectRejected("drain, 513-byte reason", [&] { return drain("w-baseline", std::string(513, 'r')); },
+                 C::INVALID_ARGUMENT, "drain reason is 513 bytes long; the limit is 512 bytes");
+  ExpectRejected("drain, empty worker id", [&] { return drain("", "maintenance"); }, C::INVALID_ARGUMENT,
+                 "worker_id is empty");
+  ExpectRejected("drain, 5000-byte worker id", [&] { return drain(std::string(5000, 'w'), "maintenance"); },
+                 C::INVALID_ARGUMENT, "worker_id is 5000 bytes long; the limit is 1024 bytes");
+  ExpectRejected("drain with the worker token", [&] { return drain("w-baseline", "maintenance", kWorker); },
+                 C::PERMISSION_DENIED, "a worker token may not call UserService methods");
+  ExpectRejected("undrain with no token", [&] { return undrain("w-baseline", ""); }, C::UNAUTHENTICATED,
+                 "missing 'authorization: Bearer <token>' metadata");
+  // The good calls: drained, its leased job kept; undrained twice, the second a no-op.
+  ASSERT_TRUE(drain("w-baseline", "maintenance").ok());
+  const std::string drained = DbSnapshot(ctl_->db());
+  EXPECT_THAT(drained, HasSubstr("w-baseline|1|0|"));
+  EXPECT_THAT(drained, HasSubstr(job_id_ + "|3|1|w-baseline|"));  // still RUNNING there, attempt 1
+  ASSERT_TRUE(undrain("w-baseline").ok());
+  ASSERT_TRUE(undrain("w-baseline").ok());
+  EXPECT_THAT(DbSnapshot(ctl_->db()), HasSubstr("w-baseline|0|0|"));
+}
+
 // Ids and tokens too long for gRPC's 8 KiB metadata limit once echoed: each gets
 // its own code naming the field and the limit, not RESOURCE_EXHAUSTED.
 TEST_F(GrpcBadInput, OverlongIdsAndTokensAreNamedWithTheirLimit) {

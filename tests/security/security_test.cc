@@ -83,7 +83,7 @@ TEST(Security, EveryMethodRejectsMissingWrongAndOtherRoleTokens) {
   grpc::GenericStub stub(Insecure(ctl.address()));
   const auto user_methods = Methods(v1::ListSweepsRequest::descriptor()->file()->FindServiceByName("UserService"));
   const auto worker_methods = Methods(v1::HeartbeatRequest::descriptor()->file()->FindServiceByName("WorkerService"));
-  ASSERT_EQ(user_methods.size(), 11u);
+  ASSERT_EQ(user_methods.size(), 13u);  // with DrainWorker and UndrainWorker
   ASSERT_EQ(worker_methods.size(), 5u);
   const std::string bearer_user = std::string("Bearer ") + kUser, bearer_worker = std::string("Bearer ") + kWorker;
   const std::vector<std::string> bad = {"",
@@ -122,7 +122,7 @@ TEST(Security, EveryMethodRejectsMissingWrongAndOtherRoleTokens) {
     EXPECT_NE(ok.error_code(), grpc::StatusCode::UNAUTHENTICATED) << m;
     EXPECT_NE(ok.error_code(), grpc::StatusCode::PERMISSION_DENIED) << m;
   }
-  EXPECT_EQ(checked, 16 * 8);
+  EXPECT_EQ(checked, 18 * 8);
   // Nothing was created by the rejected calls.
   v1::ListSweepsResponse sweeps;
   auto user = v1::UserService::NewStub(Insecure(ctl.address()));
