@@ -55,6 +55,11 @@ std::string SpecDiff(const std::string& spec_json) {
   return diff.dump();
 }
 
+// Who asks for a drain or undrain: the name the caller gives, else its address.
+std::string Requester(const std::string& requested_by, const std::string& peer) {
+  return requested_by.empty() ? absl::StrCat("a user at ", peer) : requested_by;
+}
+
 }  // namespace
 
 struct Scheduler::Metrics {
@@ -324,8 +329,7 @@ absl::StatusOr<v1::DrainWorkerResponse> Scheduler::DrainWorker(const v1::DrainWo
     return absl::InvalidArgumentError(absl::StrCat("requested_by is ", req.requested_by().size(),
                                                    " bytes long; the limit is ", kMaxRequestedByBytes, " bytes"));
   }
-  const std::string by = req.requested_by().empty() ? absl::StrCat("user at ", peer)
-                                                    : absl::StrCat(req.requested_by(), " (", peer, ")");
+  const std::string by = Requester(req.requested_by(), peer);
   v1::DrainWorkerResponse resp;
   {
     absl::MutexLock d(&drain_mu_);
@@ -336,7 +340,7 @@ absl::StatusOr<v1::DrainWorkerResponse> Scheduler::DrainWorker(const v1::DrainWo
     *resp.mutable_worker() = std::move(out.worker.worker);
   }
   if (resp.changed()) {
-    spdlog::warn("worker {} drained by {}: {} ({} running jobs go on)", req.worker_id(), by, reason,
+    spdlog::warn("worker {} drained by {} from {}: {} ({} running jobs go on)", req.worker_id(), by, peer, reason,
                  resp.worker().running_job_ids_size());
   } else {
     spdlog::info("worker {}: drain by {} ignored, drained already by {}", req.worker_id(), by,
@@ -365,10 +369,9 @@ absl::StatusOr<v1::UndrainWorkerResponse> Scheduler::UndrainWorker(const v1::Und
     resp.set_changed(out.changed);
     *resp.mutable_worker() = std::move(out.worker.worker);
   }
-  const std::string by = req.requested_by().empty() ? absl::StrCat("user at ", peer)
-                                                    : absl::StrCat(req.requested_by(), " (", peer, ")");
+  const std::string by = Requester(req.requested_by(), peer);
   if (resp.changed()) {
-    spdlog::info("worker {} returned to service by {} (was drained: {})", req.worker_id(), by, was);
+    spdlog::info("worker {} returned to service by {} from {} (was drained: {})", req.worker_id(), by, peer, was);
   } else {
     spdlog::info("worker {}: undrain by {}: not drained; infra failure streak restarted", req.worker_id(), by);
   }
