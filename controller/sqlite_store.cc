@@ -477,6 +477,13 @@ absl::StatusOr<std::optional<LeasedJob>> SqliteStore::LeaseNext(const std::strin
   absl::MutexLock l(&mu_);
   Tx tx(this);
   RETURN_IF_ERROR(tx.Begin());
+  {
+    // A drained worker gets nothing, whatever the scheduler's copy says: a drain
+    // commits here before the scheduler's copy of it changes.
+    STMT(d, "SELECT 1 FROM workers WHERE id = ?1 AND drained = 1");
+    ASSIGN_OR_RETURN(bool drained, d.Bind(1, worker_id).Step());
+    if (drained) return std::optional<LeasedJob>();
+  }
   std::string job_id;
   int64_t queued_ms = 0;
   {

@@ -207,6 +207,11 @@ TEST_F(SqliteStoreTest, DrainByHandRecordsWhoWhenWhyKeepsRunningJobsAndSurvivesR
   EXPECT_EQ(d->worker.worker.running_job_ids(0), (*l)->job.id());
   EXPECT_EQ(store_->GetJob((*l)->job.id())->state(), v1::JOB_STATE_LEASED);
 
+  // Nothing more is leased to it (the store checks, not only the scheduler).
+  auto none = store_->LeaseNext("w", 1, 0, 2100, 60000);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
+
   // A second drain is OK and keeps the first record.
   d = store_->DrainWorker("w", "again", "bob", 3000);
   ASSERT_TRUE(d.ok()) << d.status();
@@ -240,6 +245,9 @@ TEST_F(SqliteStoreTest, UndrainClearsTheDrainAndTheStreakAndIsIdempotent) {
   EXPECT_TRUE(absl::StartsWith(DrainRecord((*ws)[0].worker), "drained|2 jobs in a row failed for infrastructure"));
   EXPECT_TRUE(absl::EndsWith(DrainRecord((*ws)[0].worker), "|controller|1101"));
   EXPECT_EQ((*ws)[0].infra_failure_streak, 2);
+  auto none = store_->LeaseNext("w", 1, 0, 1200, 60000);
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_FALSE(none->has_value());
 
   auto u = store_->UndrainWorker("w");
   ASSERT_TRUE(u.ok()) << u.status();

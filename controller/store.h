@@ -138,7 +138,7 @@ class Store {
   // Atomically picks the first QUEUED job (priority desc, then FIFO) that fits
   // (gpus ≤ gpus_free for GPU jobs; a free cpu slot for gpus = 0 jobs), not
   // avoiding this worker, and leases it: state LEASED, attempt+1, fencing token+1,
-  // lease expiry = now + ttl. nullopt when nothing fits.
+  // lease expiry = now + ttl. nullopt when nothing fits or the worker is drained.
   virtual absl::StatusOr<std::optional<LeasedJob>> LeaseNext(const std::string& worker_id, int32_t gpus_free,
                                                            int32_t cpu_slots_free, int64_t now_ms,
                                                            int64_t ttl_ms) = 0;
