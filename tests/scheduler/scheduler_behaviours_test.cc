@@ -559,6 +559,48 @@ TEST_F(SchedulerBehaviours, DeterminedBadNode_WorkerFailingJobsInARowIsDrainedVi
   EXPECT_EQ(on_bad, 2);
 }
 
+// Bullet 6, the way back. The operator fixes the drained node (here: restarts
+// its worker) and returns it with `caddie workers undrain`: /metrics drops the
+// drain with the call, re-registering keeps it in service, and its count of
+// failures in a row restarted, so it takes --drain-after new failures (not one)
+// to drain it again.
+TEST_F(SchedulerBehaviours, DeterminedBadNode_UndrainReturnsTheWorkerAndItsFailureCountRestarts) {
+  ASSERT_NO_FATAL_FAILURE(StartController({{"--drain-after", "2"}, {"--retry-avoid", "0"}}));
+  const json crashing = {{"steps", 5}, {"step_ms", 10}, {"crash_at_step", 1}, {"crash_exit_code", 3}};
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w-bad", crashing, 1));
+  const auto sub = Submit(3, 0, 3);
+  auto attempts = [&] {
+    int n = 0;
+    for (const auto& j : client_->ListJobs(sub.sweep().id())) n += j.attempt();
+    return n;
+  };
+  auto drained = [&] {
+    const auto w = Worker("w-bad");
+    return w && w->drained();
+  };
+  ASSERT_TRUE(WaitUntil(drained, 30s));
+  EXPECT_TRUE(WaitMetric("caddie_worker_drained{worker=\"w-bad\"}", 1));
+  EXPECT_EQ(attempts(), 2);
+
+  workers_["w-bad"]->Kill();
+  const reliability::RunResult undrain = Caddie({"workers", "undrain", "w-bad"});
+  EXPECT_EQ(undrain.status.code, 0) << undrain.output;
+  EXPECT_TRUE(absl::StrContains(undrain.output, "worker w-bad is back in service")) << undrain.output;
+  // No wait: the gauges changed with the call.
+  const std::string m = Metrics();
+  EXPECT_EQ(SeriesValue(m, "caddie_worker_drained{worker=\"w-bad\"}"), 0) << m;
+  EXPECT_EQ(SeriesValue(m, "caddie_workers{state=\"drained\"}"), 0) << m;
+  EXPECT_EQ(Sql("SELECT drained || ' ' || infra_failure_streak FROM workers WHERE id = 'w-bad'"),
+            std::vector<std::string>{"0 0"});
+
+  // The same node comes back, still failing: two new failures in a row drain it again.
+  ASSERT_NO_FATAL_FAILURE(StartWorker("w-bad", crashing, 1));
+  ASSERT_TRUE(WaitUntil(drained, 30s));
+  EXPECT_TRUE(WaitMetric("caddie_worker_drained{worker=\"w-bad\"}", 1));
+  EXPECT_EQ(attempts(), 4);
+  EXPECT_EQ(Worker("w-bad")->drained_by(), "controller");
+}
+
 // Retries that do not fight the budget (1/2): an infrastructure failure is
 // retried on another worker, up to max_attempts, then the job fails.
 TEST_F(SchedulerBehaviours, RetriesVsBudget_InfraFailureIsRetriedElsewhereUpToMaxAttempts) {
