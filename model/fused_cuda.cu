@@ -168,7 +168,8 @@ __device__ __forceinline__ float GroupSum(float v) {
 template <int LANES>
 __global__ void QkFwdKernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ cosv,
                             const float* __restrict__ sinv, const float* __restrict__ gain,
-                            __nv_bfloat16* __restrict__ out, int64_t rows, int64_t t, int64_t h, float eps) {
+                            __nv_bfloat16* __restrict__ out, int64_t rows, int64_t t, int64_t h, int64_t ldx,
+                            int64_t ldy, float eps) {
   constexpr int D = LANES * 8, HALF = D / 2, RPW = 32 / LANES;
   const int lane = threadIdx.x % 32, sub = lane % LANES;
   const int64_t warp = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32;
@@ -178,8 +179,9 @@ __global__ void QkFwdKernel(const __nv_bfloat16* __restrict__ x, const float* __
     const int64_t r = rb + lane / LANES;
     const bool valid = r < rows;
     float f[8];
+    const int64_t xo = (r / h) * ldx + (r % h) * D + sub * 8, yo = (r / h) * ldy + (r % h) * D + sub * 8;
     if (valid) {
-      Load8(x + r * D + sub * 8, f);
+      Load8(x + xo, f);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j) f[j] = 0.0f;
@@ -200,7 +202,7 @@ __global__ void QkFwdKernel(const __nv_bfloat16* __restrict__ x, const float* __
       const float cs = RoundBf16(cosv[ti * HALF + k]), sn = RoundBf16(sinv[ti * HALF + k]);
       o[j] = gv * (lower ? n * cs + p * sn : n * cs - p * sn);
     }
-    if (valid) Store8(out + r * D + sub * 8, o);
+    if (valid) Store8(out + yo, o);
   }
 }
 
@@ -208,7 +210,8 @@ template <int LANES>
 __global__ void QkBwdKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ dy,
                             const float* __restrict__ cosv, const float* __restrict__ sinv,
                             const float* __restrict__ gain, __nv_bfloat16* __restrict__ dx,
-                            float* __restrict__ dgain, int64_t rows, int64_t t, int64_t h, float eps) {
+                            float* __restrict__ dgain, int64_t rows, int64_t t, int64_t h, int64_t ldx,
+                            int64_t ldy, float eps) {
   constexpr int D = LANES * 8, HALF = D / 2, RPW = 32 / LANES;
   extern __shared__ float sh_gain[];  // [h]
   for (int64_t i = threadIdx.x; i < h; i += blockDim.x) sh_gain[i] = 0.0f;
@@ -223,9 +226,10 @@ __global__ void QkBwdKernel(const __nv_bfloat16* __restrict__ x, const __nv_bflo
     const int64_t r = rb + lane / LANES;
     const bool valid = r < rows;
     float f[8], fg[8];
+    const int64_t xo = (r / h) * ldx + (r % h) * D + sub * 8, yo = (r / h) * ldy + (r % h) * D + sub * 8;
     if (valid) {
-      Load8(x + r * D + sub * 8, f);
-      Load8(dy + r * D + sub * 8, fg);
+      Load8(x + xo, f);
+      Load8(dy + yo, fg);
     } else {
 #pragma unroll
       for (int j = 0; j < 8; ++j) f[j] = fg[j] = 0.0f;
@@ -259,7 +263,7 @@ __global__ void QkBwdKernel(const __nv_bfloat16* __restrict__ x, const __nv_bflo
       float o[8];
 #pragma unroll
       for (int j = 0; j < 8; ++j) o[j] = inv * (dn[j] - n[j] * dnn);
-      Store8(dx + r * D + sub * 8, o);
+      Store8(dx + xo, o);
     }
     if (dgain != nullptr) {
       zg = GroupSum<LANES>(zg);
@@ -282,27 +286,29 @@ __global__ void QkBwdKernel(const __nv_bfloat16* __restrict__ x, const __nv_bflo
 
 template <int LANES>
 int QkLaunch(bool backward, const void* x, const void* dy, const float* cos, const float* sin, const float* gain,
-             void* out, float* dgain, int64_t rows, int64_t t, int64_t h, float eps, cudaStream_t s) {
+             void* out, float* dgain, int64_t rows, int64_t t, int64_t h, int64_t ldx, int64_t ldy, float eps,
+             cudaStream_t s) {
   constexpr int kThreads = 256, kRowsPerBlock = kThreads / LANES;
   const int blocks = Blocks(rows, kRowsPerBlock);
   if (!backward) {
     QkFwdKernel<LANES><<<blocks, kThreads, 0, s>>>(static_cast<const __nv_bfloat16*>(x), cos, sin, gain,
-                                                    static_cast<__nv_bfloat16*>(out), rows, t, h, eps);
+                                                    static_cast<__nv_bfloat16*>(out), rows, t, h, ldx, ldy, eps);
   } else {
     QkBwdKernel<LANES><<<blocks, kThreads, h * sizeof(float), s>>>(
         static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(dy), cos, sin, gain,
-        static_cast<__nv_bfloat16*>(out), dgain, rows, t, h, eps);
+        static_cast<__nv_bfloat16*>(out), dgain, rows, t, h, ldx, ldy, eps);
   }
   return static_cast<int>(cudaGetLastError());
 }
 
 int QkDispatch(bool backward, const void* x, const void* dy, const float* cos, const float* sin, const float* gain,
-               void* out, float* dgain, int64_t rows, int64_t t, int64_t h, int64_t d, float eps, void* stream) {
+               void* out, float* dgain, int64_t rows, int64_t t, int64_t h, int64_t d, int64_t ldx, int64_t ldy,
+               float eps, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   switch (d) {
-    case 32: return QkLaunch<4>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, eps, s);
-    case 64: return QkLaunch<8>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, eps, s);
-    case 128: return QkLaunch<16>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, eps, s);
+    case 32: return QkLaunch<4>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, ldx, ldy, eps, s);
+    case 64: return QkLaunch<8>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, ldx, ldy, eps, s);
+    case 128: return QkLaunch<16>(backward, x, dy, cos, sin, gain, out, dgain, rows, t, h, ldx, ldy, eps, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
@@ -395,6 +401,212 @@ int RmsDispatch(bool backward, const void* x, const void* g, void* out, int64_t 
   }
 }
 
+// Residual update and the RmsNorm of its result in one pass: out = round(a·x + b·y) (a null:
+// 1), n = out · rsqrt(mean(out²) + eps). blockDim = (c/8, rows per block), c/8 a multiple of
+// 32, so each warp lies in one row; a row's sum crosses its c/256 warps through shared memory.
+// Every thread runs the same number of row iterations (the __syncthreads inside).
+__device__ __forceinline__ float2 RowSum2(float2 v, float2* red) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    v.x += __shfl_xor_sync(0xffffffffu, v.x, o);
+    v.y += __shfl_xor_sync(0xffffffffu, v.y, o);
+  }
+  const int nw = blockDim.x / 32;
+  if (nw == 1) return v;
+  const int w = threadIdx.x / 32;
+  if (threadIdx.x % 32 == 0) red[threadIdx.y * nw + w] = v;
+  __syncthreads();
+  float2 s = make_float2(0.0f, 0.0f);
+  for (int k = 0; k < nw; ++k) {
+    s.x += red[threadIdx.y * nw + k].x;
+    s.y += red[threadIdx.y * nw + k].y;
+  }
+  __syncthreads();
+  return s;
+}
+
+// The residual value exactly as both directions compute it (no contraction differences).
+__device__ __forceinline__ float ResidValue(float av, float xv, float bv, float yv) {
+  return RoundBf16(__fmaf_rn(av, xv, __fmul_rn(bv, yv)));
+}
+
+__global__ void ResidNormFwdKernel(const __nv_bfloat16* __restrict__ x, const float* __restrict__ a,
+                                   const __nv_bfloat16* __restrict__ y, const float* __restrict__ b,
+                                   __nv_bfloat16* __restrict__ out, __nv_bfloat16* __restrict__ nout, int64_t rows,
+                                   int64_t c, float eps) {
+  __shared__ float2 red[32];
+  const int64_t c0 = threadIdx.x * 8;
+  float av[8], bv[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    av[j] = a != nullptr ? a[c0 + j] : 1.0f;
+    bv[j] = b[c0 + j];
+  }
+  for (int64_t rb = blockIdx.x * static_cast<int64_t>(blockDim.y); rb < rows;
+       rb += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    const int64_t r = rb + threadIdx.y;
+    const bool valid = r < rows;
+    const int64_t off = r * c + c0;
+    float o[8];
+    float ss = 0.0f;
+    if (valid) {
+      float fx[8], fy[8];
+      Load8(x + off, fx);
+      Load8(y + off, fy);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        o[j] = ResidValue(av[j], fx[j], bv[j], fy[j]);
+        ss += o[j] * o[j];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = 0.0f;
+    }
+    ss = RowSum2(make_float2(ss, 0.0f), red).x;
+    const float inv = rsqrtf(ss / c + eps);
+    if (valid) {
+      Store8(out + off, o);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] *= inv;
+      Store8(nout + off, o);
+    }
+  }
+}
+
+// Backward: t = g1 + inv·(g2 − n·mean(g2·n)) is the residual value's whole grad (its own, g1,
+// null = 0, and the norm's); dx = a·t (a null: t), dy = b·t, da[c] += Σ t·x, db[c] += Σ t·y.
+__global__ void ResidNormBwdKernel(const __nv_bfloat16* __restrict__ g1, const __nv_bfloat16* __restrict__ g2,
+                                   const __nv_bfloat16* __restrict__ x, const float* __restrict__ a,
+                                   const __nv_bfloat16* __restrict__ y, const float* __restrict__ b,
+                                   __nv_bfloat16* __restrict__ dx, __nv_bfloat16* __restrict__ dy,
+                                   float* __restrict__ da, float* __restrict__ db, int64_t rows, int64_t c, float eps) {
+  extern __shared__ float sh[];  // [2][blockDim.y][c]
+  __shared__ float2 red[32];
+  const int64_t c0 = threadIdx.x * 8;
+  float av[8], bv[8], acc_a[8], acc_b[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    av[j] = a != nullptr ? a[c0 + j] : 1.0f;
+    bv[j] = b[c0 + j];
+    acc_a[j] = 0.0f;
+    acc_b[j] = 0.0f;
+  }
+  for (int64_t rb = blockIdx.x * static_cast<int64_t>(blockDim.y); rb < rows;
+       rb += static_cast<int64_t>(gridDim.x) * blockDim.y) {
+    const int64_t r = rb + threadIdx.y;
+    const bool valid = r < rows;
+    const int64_t off = r * c + c0;
+    float fx[8], fy[8], fg[8], o[8];
+    float ss = 0.0f, gx = 0.0f;
+    if (valid) {
+      Load8(x + off, fx);
+      Load8(y + off, fy);
+      Load8(g2 + off, fg);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        o[j] = ResidValue(av[j], fx[j], bv[j], fy[j]);
+        ss += o[j] * o[j];
+        gx += fg[j] * o[j];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) fx[j] = fy[j] = fg[j] = o[j] = 0.0f;
+    }
+    const float2 s = RowSum2(make_float2(ss, gx), red);
+    if (!valid) continue;  // after the row sum: every thread took part in its barriers
+    const float inv = rsqrtf(s.x / c + eps);
+    const float m = inv * inv * s.y / c;  // mean(g2·n)·inv
+    float t[8];
+    if (g1 != nullptr) {
+      Load8(g1 + off, t);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) t[j] = 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      t[j] += inv * fg[j] - o[j] * inv * m;
+      acc_a[j] += t[j] * fx[j];
+      acc_b[j] += t[j] * fy[j];
+    }
+    float w[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w[j] = av[j] * t[j];
+    Store8(dx + off, w);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) w[j] = bv[j] * t[j];
+    Store8(dy + off, w);
+  }
+  float* sa = sh;
+  float* sb = sh + blockDim.y * c;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    sa[threadIdx.y * c + c0 + j] = acc_a[j];
+    sb[threadIdx.y * c + c0 + j] = acc_b[j];
+  }
+  __syncthreads();
+  for (int64_t ch = threadIdx.y * blockDim.x + threadIdx.x; ch < c; ch += blockDim.x * blockDim.y) {
+    float s_a = 0.0f, s_b = 0.0f;
+    for (unsigned k = 0; k < blockDim.y; ++k) {
+      s_a += sa[k * c + ch];
+      s_b += sb[k * c + ch];
+    }
+    if (da != nullptr) atomicAdd(da + ch, s_a);
+    atomicAdd(db + ch, s_b);
+  }
+}
+
+// Soft-capped cross-entropy, one warp per row of v logits (v % 8 == 0): z = cap·tanh(l/cap) in
+// fp32; |z| <= cap <= 40, so Σ exp(z − cap) needs no running max (e^-80 is still a normal float).
+__global__ void SoftcapCeFwdKernel(const __nv_bfloat16* __restrict__ l, const int64_t* __restrict__ tgt,
+                                   float* __restrict__ loss, float* __restrict__ lse, int64_t rows, int64_t v,
+                                   float cap) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  const float inv_cap = 1.0f / cap;
+  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; r < rows; r += warps) {
+    const __nv_bfloat16* row = l + r * v;
+    float s = 0.0f;
+    for (int64_t c0 = lane * 8; c0 < v; c0 += 256) {
+      float f[8];
+      Load8(row + c0, f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s += __expf(cap * tanhf(f[j] * inv_cap) - cap);
+    }
+    s = GroupSum<32>(s);
+    if (lane == 0) {
+      const float lse_r = cap + logf(s);
+      const float zt = cap * tanhf(__bfloat162float(row[tgt[r]]) * inv_cap);
+      lse[r] = lse_r;
+      loss[r] = lse_r - zt;
+    }
+  }
+}
+
+// dl = gscale[0]·(softmax(z) − onehot(t))·(1 − (z/cap)²), bf16.
+__global__ void SoftcapCeBwdKernel(const __nv_bfloat16* __restrict__ l, const int64_t* __restrict__ tgt,
+                                   const float* __restrict__ lse, const float* __restrict__ gscale,
+                                   __nv_bfloat16* __restrict__ dl, int64_t rows, int64_t v, float cap) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * blockDim.x / 32;
+  const float inv_cap = 1.0f / cap, gs = *gscale;
+  for (int64_t r = (blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x) / 32; r < rows; r += warps) {
+    const float lse_r = lse[r];
+    const int64_t t = tgt[r];
+    for (int64_t c0 = lane * 8; c0 < v; c0 += 256) {
+      float f[8];
+      Load8(l + r * v + c0, f);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const float th = tanhf(f[j] * inv_cap);
+        const float p = __expf(cap * th - lse_r) - (c0 + j == t ? 1.0f : 0.0f);
+        f[j] = gs * p * (1.0f - th * th);
+      }
+      Store8(dl + r * v + c0, f);
+    }
+  }
+}
+
 }  // namespace
 
 int MixForward(const void* x, const float* a, const void* y, const float* b, void* out, int64_t rows, int64_t c,
@@ -435,14 +647,16 @@ int ReluSqBackward(const void* u, const void* g, void* du, int64_t n, void* stre
 }
 
 int QkNormRopeForward(const void* x, const float* cos, const float* sin, const float* gain, void* out,
-                      int64_t rows, int64_t t, int64_t h, int64_t d, float eps, void* stream) {
-  return QkDispatch(false, x, nullptr, cos, sin, gain, out, nullptr, rows, t, h, d, eps, stream);
+                      int64_t rows, int64_t t, int64_t h, int64_t d, int64_t ldx, int64_t ldy, float eps,
+                      void* stream) {
+  return QkDispatch(false, x, nullptr, cos, sin, gain, out, nullptr, rows, t, h, d, ldx, ldy, eps, stream);
 }
 
 int QkNormRopeBackward(const void* x, const void* dy, const float* cos, const float* sin, const float* gain,
-                       void* dx, float* dgain, int64_t rows, int64_t t, int64_t h, int64_t d, float eps,
-                       void* stream) {
-  return QkDispatch(true, x, dy, cos, sin, gain, dx, gain != nullptr ? dgain : nullptr, rows, t, h, d, eps, stream);
+                       void* dx, float* dgain, int64_t rows, int64_t t, int64_t h, int64_t d, int64_t ldx,
+                       int64_t ldy, float eps, void* stream) {
+  return QkDispatch(true, x, dy, cos, sin, gain, dx, gain != nullptr ? dgain : nullptr, rows, t, h, d, ldx, ldy, eps,
+                    stream);
 }
 
 int RmsNormForward(const void* x, void* out, int64_t rows, int64_t c, float eps, void* stream) {
@@ -451,6 +665,43 @@ int RmsNormForward(const void* x, void* out, int64_t rows, int64_t c, float eps,
 
 int RmsNormBackward(const void* x, const void* g, void* dx, int64_t rows, int64_t c, float eps, void* stream) {
   return RmsDispatch(true, x, g, dx, rows, c, eps, stream);
+}
+
+int ResidNormForward(const void* x, const float* a, const void* y, const float* b, void* out, void* nout,
+                     int64_t rows, int64_t c, float eps, void* stream) {
+  const int tx = static_cast<int>(c / 8);
+  const int ty = tx >= 256 ? 1 : 256 / tx;
+  ResidNormFwdKernel<<<Blocks(rows, ty), dim3(tx, ty), 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(x), a, static_cast<const __nv_bfloat16*>(y), b,
+      static_cast<__nv_bfloat16*>(out), static_cast<__nv_bfloat16*>(nout), rows, c, eps);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int ResidNormBackward(const void* g1, const void* g2, const void* x, const float* a, const void* y, const float* b,
+                      void* dx, void* dy, float* da, float* db, int64_t rows, int64_t c, float eps, void* stream) {
+  const int tx = static_cast<int>(c / 8);
+  const int ty = tx >= 256 ? 1 : 256 / tx;
+  const size_t shmem = 2 * static_cast<size_t>(ty) * c * sizeof(float);
+  ResidNormBwdKernel<<<Blocks(rows, ty), dim3(tx, ty), shmem, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(g1), static_cast<const __nv_bfloat16*>(g2),
+      static_cast<const __nv_bfloat16*>(x), a, static_cast<const __nv_bfloat16*>(y), b,
+      static_cast<__nv_bfloat16*>(dx), static_cast<__nv_bfloat16*>(dy), da, db, rows, c, eps);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int SoftcapCeForward(const void* logits, const int64_t* targets, float* loss, float* lse, int64_t rows, int64_t v,
+                     float cap, void* stream) {
+  SoftcapCeFwdKernel<<<Blocks(rows, 8), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(logits), targets, loss, lse, rows, v, cap);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int SoftcapCeBackward(const void* logits, const int64_t* targets, const float* lse, const float* gscale,
+                      void* dlogits, int64_t rows, int64_t v, float cap, void* stream) {
+  SoftcapCeBwdKernel<<<Blocks(rows, 8), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(logits), targets, lse, gscale, static_cast<__nv_bfloat16*>(dlogits), rows,
+      v, cap);
+  return static_cast<int>(cudaGetLastError());
 }
 
 }  // namespace caddie::model::cuda

@@ -163,6 +163,98 @@ int SelfCheckFusedKernels() {
       if (with_gain) ck.Expect(name, "dgain", fused[2], ref[2], plain[2]);
     }
   }
+  // q/k/v from one projection (H = 6, K = 2: the k part starts mid-row, GQA widths).
+  for (int64_t d : {64, 32}) {
+    const std::string name = "qkv_norm_rope D=" + std::to_string(d);
+    const int64_t b = 2, t = 50, h = 6, kv = 2, w = (h + 2 * kv) * d, half = d / 2;
+    const double eps = 0.0078125;
+    auto qkv = Bf16Leaf({b, t, w}, dev, 2.0);
+    auto gain = F32Leaf({h}, dev, 1.5, 0.3);
+    auto inv_freq = 1.0 / torch::pow(10000.0, torch::arange(0, d, 2, torch::kFloat64) / d);
+    auto freqs = torch::outer(torch::arange(t, torch::kFloat64), inv_freq);
+    auto cos = freqs.cos().to(torch::kFloat32).to(dev), sin = freqs.sin().to(torch::kFloat32).to(dev);
+    auto g = torch::randn({b * t * (h + 2 * kv) * d}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+    // (B,T,n,D): RmsNorm over D, rope on halves, optional per-head gain.
+    auto norm_rope = [&](const Tensor& z0, const Tensor& c, const Tensor& s, const Tensor& gg) {
+      auto z = z0 * torch::rsqrt(z0.pow(2).mean(-1, true) + eps);
+      auto c4 = c.view({1, t, 1, half}).to(z.scalar_type()), s4 = s.view({1, t, 1, half}).to(z.scalar_type());
+      auto x1 = z.narrow(-1, 0, half), x2 = z.narrow(-1, half, half);
+      z = torch::cat({x1 * c4 + x2 * s4, x1 * (-s4) + x2 * c4}, -1);
+      return gg.defined() ? z * gg.to(z.scalar_type()).view({1, 1, -1, 1}) : z;
+    };
+    auto plain_fn = [&](const Tensor& z, const Tensor& gg, const Tensor& c, const Tensor& s) {
+      auto qp = z.narrow(2, 0, h * d).reshape({b, t, h, d});
+      auto kp = z.narrow(2, h * d, kv * d).reshape({b, t, kv, d});
+      auto vp = z.narrow(2, (h + kv) * d, kv * d);
+      return torch::cat({norm_rope(qp, c, s, gg).flatten(), norm_rope(kp, c, s, Tensor()).flatten(), vp.flatten()});
+    };
+    auto fused = RunWithGrads(
+        [&] {
+          auto o = QkvNormRope(qkv, cos, sin, gain, h, kv, eps);
+          return torch::cat({o[0].flatten(), o[1].flatten(), o[2].flatten()});
+        },
+        {qkv, gain}, g);
+    auto plain = RunWithGrads([&] { return plain_fn(qkv, gain, cos, sin); }, {qkv, gain}, g);
+    auto qkv64 = F64(qkv), gain64 = F64(gain);
+    auto c64 = cos.to(torch::kBFloat16).to(torch::kFloat64), s64 = sin.to(torch::kBFloat16).to(torch::kFloat64);
+    auto ref = RunWithGrads([&] { return plain_fn(qkv64, gain64, c64, s64); }, {qkv64, gain64}, g);
+    ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "dqkv", fused[1], ref[1], plain[1]);
+    ck.Expect(name, "dgain", fused[2], ref[2], plain[2]);
+  }
+
+  // Residual update + RmsNorm (mix: a·x + b·x0; add: x + s·y) at C = 512 and 1024 (one row
+  // per 2 and 4 warps), odd row counts.
+  for (int64_t c : {512, 1024, 256}) {
+    for (bool mix : {true, false}) {
+      const std::string name = std::string(mix ? "mix_norm" : "add_norm") + " C=" + std::to_string(c);
+      const double eps = 0.0078125;
+      auto x = Bf16Leaf({3, 37, c}, dev), y = Bf16Leaf({3, 37, c}, dev);
+      auto p = mix ? F32Leaf({2, c}, dev, 0.5, 0.5) : F32Leaf({c}, dev, 1.0, 0.3);
+      auto g = torch::randn({2 * 3 * 37 * c}, torch::TensorOptions().device(dev)).to(torch::kBFloat16);
+      auto both = [](const std::vector<Tensor>& o) { return torch::cat({o[0].flatten(), o[1].flatten()}); };
+      auto fused = RunWithGrads([&] { return both(mix ? MixNorm(x, p, y, eps) : AddNorm(x, p, y, eps)); }, {x, p, y}, g);
+      auto plain = RunWithGrads(
+          [&] {
+            auto pp = p.to(x.scalar_type());
+            auto o = mix ? pp[0] * x + pp[1] * y : x + pp * y;
+            return both({o, o * torch::rsqrt(o.pow(2).mean(-1, true) + eps)});
+          },
+          {x, p, y}, g);
+      auto x64 = F64(x), y64 = F64(y), p64 = F64(p);
+      auto ref = RunWithGrads(
+          [&] {
+            auto o = mix ? p64[0] * x64 + p64[1] * y64 : x64 + p64 * y64;
+            // The kernel normalises the bf16-rounded value (as the unfused norm reads it); grads pass straight.
+            o = o + (o.to(torch::kBFloat16).to(torch::kFloat64) - o).detach();
+            return both({o, o * torch::rsqrt(o.pow(2).mean(-1, true) + eps)});
+          },
+          {x64, p64, y64}, g);
+      ck.Expect(name, "out", fused[0], ref[0], plain[0]);
+      ck.Expect(name, "dx", fused[1], ref[1], plain[1]);
+      ck.Expect(name, mix ? "dmix" : "dscale", fused[2], ref[2], plain[2]);
+      ck.Expect(name, "dy", fused[3], ref[3], plain[3]);
+    }
+  }
+
+  // Soft-capped cross-entropy: V = 1024 (the baseline) and 520 (a partial last chunk per lane).
+  for (int64_t v : {1024, 520}) {
+    const std::string name = "softcap_ce V=" + std::to_string(v);
+    const int64_t n = 301;
+    const double cap = 30.0;
+    auto l = Bf16Leaf({n, v}, dev, 20.0);
+    auto tgt = torch::randint(0, v, {n}, torch::TensorOptions().dtype(torch::kInt64).device(dev));
+    auto g = torch::randn({}, torch::TensorOptions().device(dev)) + 2.0;
+    auto fused = RunWithGrads([&] { return SoftcapCrossEntropy(l, tgt, cap); }, {l}, g);
+    auto plain = RunWithGrads(
+        [&] { return torch::nn::functional::cross_entropy((cap * torch::tanh(l / cap)).to(torch::kFloat32), tgt); },
+        {l}, g);
+    auto l64 = F64(l);
+    auto ref = RunWithGrads([&] { return torch::nn::functional::cross_entropy(cap * torch::tanh(l64 / cap), tgt); },
+                            {l64}, g);
+    ck.Expect(name, "loss", fused[0], ref[0], plain[0]);
+    ck.Expect(name, "dlogits", fused[1], ref[1], plain[1]);
+  }
   SetFusedOutputPoison(false);
   std::printf("kernel-check %s: %d failure(s)\n", ck.failures == 0 ? "ALL PASS" : "FAILED", ck.failures);
   return ck.failures;

@@ -20,6 +20,9 @@ namespace F = torch::nn::functional;
 
 namespace {
 
+// RmsNorm's epsilon for bf16 (finfo(bf16).eps): the fused kernels run on bf16 only.
+constexpr double kBf16Eps = 0.0078125;
+
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool zero_init) {
   torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(false));
   if (zero_init) {
@@ -42,6 +45,14 @@ torch::Tensor ApplyRotary(const torch::Tensor& x, const torch::Tensor& cos, cons
 torch::Tensor CausalAttention(const torch::Tensor& q, torch::Tensor k, torch::Tensor v,
                               const torch::Tensor& bias) {
   const int64_t rep = q.size(1) / k.size(1);
+#if CADDIE_TORCH_AT_LEAST_2_4
+  // CADDIE_PERF_OFF=cudnn: SDPA without its cuDNN backend (then flash attention), to compare.
+  static const bool cudnn_sdp = [] {
+    if (PerfOff("cudnn")) at::globalContext().setSDPUseCuDNN(false);
+    return !PerfOff("cudnn");
+  }();
+  (void)cudnn_sdp;
+#endif
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5)
   // SDPA's own GQA (flash reads kv head h / rep) saves two copies of k and v per layer.
   if (rep > 1 && q.is_cuda() && !bias.defined() && !PerfOff("gqa")) {
@@ -300,47 +311,65 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
                                     const torch::Tensor& x0) {
   // x, x0: (B,T,C)
   const int64_t bsz = x.size(0), t = x.size(1), c = x.size(2);
-  x = MixResidual(x, b.resid_mix, x0);  // mix[0]·x + mix[1]·x0 (fused on CUDA bf16)
   if (b.ssm) {
+    x = MixResidual(x, b.resid_mix, x0);  // mix[0]·x + mix[1]·x0 (fused on CUDA bf16)
     x = AddScaled(x, b.attn_scale, SsmForward(*b.ssm, prefix + "ssm.", RmsNorm(x)));
-    return MlpForward(b, prefix, x);
+    return MlpForward(b, prefix, x, torch::Tensor());
   }
   auto& a = *b.attn;
 
-  // Attention: q (B,H,T,D), k/v (B,K,T,D).
-  auto h = RmsNorm(x);
-  const std::string ap = prefix + "attn.";
-  auto q = F::linear(h, W(a.c_q->weight, ap + "c_q.weight")).view({bsz, t, a.heads, a.head_dim});
-  auto k = F::linear(h, W(a.c_k->weight, ap + "c_k.weight")).view({bsz, t, a.kv_heads, a.head_dim});
-  auto v = F::linear(h, W(a.c_v->weight, ap + "c_v.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
-  // Fused q/k path: RmsNorm, full-width RoPE and q_gain in one kernel each way.
-  const bool fused_qk = rope_dims == a.head_dim && FusedQkApplies(q) && FusedQkApplies(k);
-  q = q.transpose(1, 2);
-  k = k.transpose(1, 2);
-  if (!fused_qk) {
-    q = RmsNorm(q);
-    k = RmsNorm(k);
+  // Attention: q (B,H,T,D), k/v (B,K,T,D). h = RmsNorm(x) after the mix, in the same kernel
+  // where it applies (one grad of x instead of the norm's and the residual's summed).
+  torch::Tensor h;
+  if (FusedResidNormApplies(x, x0)) {
+    auto xh = MixNorm(x, b.resid_mix, x0, kBf16Eps);
+    x = xh[0], h = xh[1];
+  } else {
+    x = MixResidual(x, b.resid_mix, x0);  // mix[0]·x + mix[1]·x0 (fused on CUDA bf16)
+    h = RmsNorm(x);
   }
-  if (rope_dims > 0) {
-    if (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device()) {
-      auto inv_freq = 1.0 / torch::pow(spec.rope_base,
-                                        torch::arange(0, rope_dims, 2, torch::kFloat32) / rope_dims);
-      auto freqs = torch::outer(torch::arange(t, torch::kFloat32), inv_freq).to(x.device());  // (T, R/2)
-      rope_cos_ = freqs.cos().view({1, 1, t, rope_dims / 2});
-      rope_sin_ = freqs.sin().view({1, 1, t, rope_dims / 2});
+  const std::string ap = prefix + "attn.";
+  if (rope_dims > 0 && (!rope_cos_.defined() || rope_cos_.size(2) != t || rope_cos_.device() != x.device())) {
+    auto inv_freq = 1.0 / torch::pow(spec.rope_base, torch::arange(0, rope_dims, 2, torch::kFloat32) / rope_dims);
+    auto freqs = torch::outer(torch::arange(t, torch::kFloat32), inv_freq).to(x.device());  // (T, R/2)
+    rope_cos_ = freqs.cos().view({1, 1, t, rope_dims / 2});
+    rope_sin_ = freqs.sin().view({1, 1, t, rope_dims / 2});
+  }
+  torch::Tensor q, k, v;
+  // One q/k/v projection: the three fp32 weights concatenated each forward (Muon still sees
+  // three matrices), one matmul, and one grad of h from it instead of three summed.
+  const bool fused_qkv = rope_dims == a.head_dim && FusedQkvApplies(h, a.heads, a.kv_heads, a.head_dim);
+  bool fused_qk = fused_qkv;
+  if (fused_qkv) {
+    auto w = torch::cat({W(a.c_q->weight, ap + "c_q.weight"), W(a.c_k->weight, ap + "c_k.weight"),
+                         W(a.c_v->weight, ap + "c_v.weight")});
+    auto qkv = QkvNormRope(F::linear(h, w), rope_cos_, rope_sin_, a.q_gain, a.heads, a.kv_heads, kBf16Eps);
+    q = qkv[0].transpose(1, 2), k = qkv[1].transpose(1, 2), v = qkv[2].transpose(1, 2);
+  } else {
+    q = F::linear(h, W(a.c_q->weight, ap + "c_q.weight")).view({bsz, t, a.heads, a.head_dim});
+    k = F::linear(h, W(a.c_k->weight, ap + "c_k.weight")).view({bsz, t, a.kv_heads, a.head_dim});
+    v = F::linear(h, W(a.c_v->weight, ap + "c_v.weight")).view({bsz, t, a.kv_heads, a.head_dim}).transpose(1, 2);
+    // Fused q/k path: RmsNorm, full-width RoPE and q_gain in one kernel each way.
+    fused_qk = rope_dims == a.head_dim && FusedQkApplies(q) && FusedQkApplies(k);
+    q = q.transpose(1, 2);
+    k = k.transpose(1, 2);
+    if (!fused_qk) {
+      q = RmsNorm(q);
+      k = RmsNorm(k);
     }
-    auto rot = [&](const torch::Tensor& z) {
-      auto r = ApplyRotary(z.narrow(-1, 0, rope_dims), rope_cos_.to(z.scalar_type()),
-                           rope_sin_.to(z.scalar_type()));
-      return rope_dims == a.head_dim ? r : torch::cat({r, z.narrow(-1, rope_dims, a.head_dim - rope_dims)}, -1);
-    };
-    if (fused_qk) {
-      const double eps = 0.0078125;  // RmsNorm's bf16 epsilon
-      q = QkNormRope(q.transpose(1, 2), rope_cos_, rope_sin_, a.q_gain, eps).transpose(1, 2);
-      k = QkNormRope(k.transpose(1, 2), rope_cos_, rope_sin_, torch::Tensor(), eps).transpose(1, 2);
-    } else {
-      q = rot(q);
-      k = rot(k);
+    if (rope_dims > 0) {
+      auto rot = [&](const torch::Tensor& z) {
+        auto r = ApplyRotary(z.narrow(-1, 0, rope_dims), rope_cos_.to(z.scalar_type()),
+                             rope_sin_.to(z.scalar_type()));
+        return rope_dims == a.head_dim ? r : torch::cat({r, z.narrow(-1, rope_dims, a.head_dim - rope_dims)}, -1);
+      };
+      if (fused_qk) {
+        q = QkNormRope(q.transpose(1, 2), rope_cos_, rope_sin_, a.q_gain, kBf16Eps).transpose(1, 2);
+        k = QkNormRope(k.transpose(1, 2), rope_cos_, rope_sin_, torch::Tensor(), kBf16Eps).transpose(1, 2);
+      } else {
+        q = rot(q);
+        k = rot(k);
+      }
     }
   }
   if (!fused_qk) q = q * a.q_gain.to(q.scalar_type()).view({1, a.heads, 1, 1});
@@ -359,15 +388,19 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   }
   auto y = CausalAttention(q, k, v, bias).transpose(1, 2).contiguous().view({bsz, t, c});  // (B,T,C)
   y = F::linear(y, W(a.proj->weight, ap + "proj.weight"));
+  if (FusedResidNormApplies(x, y)) {
+    auto xh = AddNorm(x, b.attn_scale, y, kBf16Eps);
+    return MlpForward(b, prefix, xh[0], xh[1]);
+  }
   x = AddScaled(x, b.attn_scale, y);
-
-  return MlpForward(b, prefix, x);
+  return MlpForward(b, prefix, x, torch::Tensor());
 }
 
-torch::Tensor GptImpl::MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x) {
+torch::Tensor GptImpl::MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x,
+                                  const torch::Tensor& xn) {
   // MLP: (B,T,C) -> (B,T,mult*C) -> (B,T,C).
   auto& m = *b.mlp;
-  auto u = ReluSquare(F::linear(RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
+  auto u = ReluSquare(F::linear(xn.defined() ? xn : RmsNorm(x), W(m.fc->weight, prefix + "mlp.fc.weight")));
   u = F::linear(u, W(m.proj->weight, prefix + "mlp.proj.weight"));
   return AddScaled(x, b.mlp_scale, u);
 }
@@ -424,20 +457,30 @@ torch::Tensor GptImpl::Hidden(const torch::Tensor& ids) {
   return RmsNorm(x);
 }
 
-torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h_in) {
+torch::Tensor GptImpl::HeadProjection(const torch::Tensor& h_in) {
   // Factorised: (.., C) -> (.., E) before the tied (or untied) output layer.
   const auto h = head_proj ? F::linear(h_in, W(head_proj->weight, "head_proj.weight")) : h_in;
-  auto proj = spec.tie_embeddings ? F::linear(h, W(tok_emb->weight, "tok_emb.weight"))
-                                  : F::linear(h, W(lm_head->weight, "lm_head.weight"));
-  return spec.logit_softcap * torch::tanh(proj / spec.logit_softcap);
+  return spec.tie_embeddings ? F::linear(h, W(tok_emb->weight, "tok_emb.weight"))
+                             : F::linear(h, W(lm_head->weight, "lm_head.weight"));
+}
+
+torch::Tensor GptImpl::LogitsFromHidden(const torch::Tensor& h_in) {
+  return spec.logit_softcap * torch::tanh(HeadProjection(h_in) / spec.logit_softcap);
 }
 
 torch::Tensor GptImpl::Loss(const torch::Tensor& x, const torch::Tensor& y) {
   auto h = Hidden(x);
-  auto logits = LogitsFromHidden(h.reshape({-1, h.size(-1)}));  // (B*T, V)
+  auto proj = HeadProjection(h.reshape({-1, h.size(-1)}));  // (B*T, V)
+  const auto targets = y.reshape(-1);
+  // Soft cap and cross-entropy in one kernel each way (fp32 arithmetic from the bf16 logits,
+  // as the reference's compiled graph fuses them).
+  if (FusedSoftcapCeApplies(proj, targets, spec.logit_softcap)) {
+    return SoftcapCrossEntropy(proj, targets, spec.logit_softcap);
+  }
+  auto logits = spec.logit_softcap * torch::tanh(proj / spec.logit_softcap);
   // float32 as the reference (logits.float()); a float64 model stays float64 (tests).
   if (logits.scalar_type() != torch::kDouble) logits = logits.to(torch::kFloat32);
-  return F::cross_entropy(logits, y.reshape(-1));
+  return F::cross_entropy(logits, targets);
 }
 
 torch::Tensor GptImpl::Logits(const torch::Tensor& x) {

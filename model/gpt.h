@@ -118,9 +118,12 @@ struct GptImpl : torch::nn::Module {
   torch::Tensor Hidden(const torch::Tensor& x);  // final-normed hidden states (B,T,C)
   torch::Tensor BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,
                              const torch::Tensor& x0);
-  torch::Tensor MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x);
+  // xn: RmsNorm(x) when the caller has it already (fused with the residual add), else undefined.
+  torch::Tensor MlpForward(BlockImpl& b, const std::string& prefix, const torch::Tensor& x,
+                           const torch::Tensor& xn);
   torch::Tensor SsmForward(SsmImpl& m, const std::string& prefix, const torch::Tensor& h);
   torch::Tensor W(const torch::Tensor& w, const std::string& name);  // QAT hook
+  torch::Tensor HeadProjection(const torch::Tensor& h);  // logits before the soft cap
   torch::Tensor LogitsFromHidden(const torch::Tensor& h);
 
   int qat_bits_ = 0;

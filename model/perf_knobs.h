@@ -13,7 +13,10 @@
 //                            overlap (gradient all-reduce overlapped with backward), and the
 //                            CUDA kernels of model/fused_cuda.h: kmix (residual mix), kadd
 //                            (x + scale·y), krelu (relu²), kqk (q/k RmsNorm + RoPE + q_gain),
-//                            knorm (RmsNorm; `norm` off turns it off too).
+//                            knorm (RmsNorm; `norm` off turns it off too), qkv (one q/k/v
+//                            projection; kqk off turns it off too), kresnorm (residual update +
+//                            RmsNorm in one kernel), kce (soft cap + cross-entropy in one kernel);
+//                            cudnn (SDPA without its cuDNN backend: flash attention instead).
 //   CADDIE_GRAD_BUCKET_KB=N  gradient all-reduce bucket size (default 25600, DDP's 25 MiB).
 //
 // Reading the environment is thread-safe; values are read once per call site.
