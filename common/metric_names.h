@@ -103,6 +103,12 @@ inline constexpr MetricDef kWorkerGpus{"caddie_worker_gpus", MetricType::kGauge,
 // `caddie workers` shows why), else 0. The CaddieWorkerDrained alert reads it.
 inline constexpr MetricDef kWorkerDrained{"caddie_worker_drained", MetricType::kGauge,
                                           "1 while the worker is drained, else 0.", "worker"};
+// Per registered worker: 1 while an operator's drain (DrainWorker, `caddie
+// workers drain`) holds it, else 0. A drain by hand is maintenance, not a bad
+// node: CaddieWorkerDrained leaves these out.
+inline constexpr MetricDef kWorkerDrainedByHand{
+    "caddie_worker_drained_by_hand", MetricType::kGauge,
+    "1 while the worker is drained by an operator (not by --drain-after), else 0.", "worker"};
 
 // Per running job (labels sweep_id, job_id), from the trainer events the
 // controller receives. Set on each step/val event; Remove({sweep_id, job_id})
@@ -183,7 +189,7 @@ inline constexpr const MetricDef* kControllerMetrics[] = {
     &kJobs,           &kJobsFinished,       &kQueueDepth,          &kPendingJobs,
     &kLeaseLatency,   &kLeasesExpired,      &kStaleReportsRejected, &kGrpcServerCalls,
     &kGrpcServerErrors, &kSqliteTransaction, &kWorkers,            &kWorkerHeartbeatAge,
-    &kWorkerGpus,     &kWorkerDrained,      &kJobStep,            &kJobTrainLoss,        &kJobValBpb,
+    &kWorkerGpus,     &kWorkerDrained,      &kWorkerDrainedByHand, &kJobStep,            &kJobTrainLoss,        &kJobValBpb,
     &kJobTokensPerSecond, &kJobGpuMemory,   &kJobElapsed,          &kJobBudget,
     &kLeaderboardValBpb, &kLeaderboardArtifactBytes};
 inline constexpr const MetricDef* kWorkerMetrics[] = {

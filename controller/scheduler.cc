@@ -75,6 +75,7 @@ struct Scheduler::Metrics {
         heartbeat_age(r->AddGauge(metric_names::kWorkerHeartbeatAge).value()),
         worker_gpus(r->AddGauge(metric_names::kWorkerGpus).value()),
         worker_drained(r->AddGauge(metric_names::kWorkerDrained).value()),
+        worker_drained_by_hand(r->AddGauge(metric_names::kWorkerDrainedByHand).value()),
         job_step(r->AddGauge(metric_names::kJobStep).value()),
         job_loss(r->AddGauge(metric_names::kJobTrainLoss).value()),
         job_val(r->AddGauge(metric_names::kJobValBpb).value()),
@@ -108,6 +109,7 @@ struct Scheduler::Metrics {
   metrics::GaugeFamily* heartbeat_age;
   metrics::GaugeFamily* worker_gpus;
   metrics::GaugeFamily* worker_drained;
+  metrics::GaugeFamily* worker_drained_by_hand;
   metrics::GaugeFamily *job_step, *job_loss, *job_val, *job_tps, *job_mem, *job_elapsed, *job_budget;
   metrics::GaugeFamily *lb_val, *lb_bytes;
 };
@@ -131,9 +133,8 @@ Scheduler::Scheduler(Store* store, metrics::Registry* registry, SchedulerOptions
       w.gpus_free = r.gpus_free;
       w.cpu_slots_free = r.cpu_slots_free;
       w.last_seen_ms = r.last_heartbeat_ms;
-      w.drained = r.worker.drained();
-      w.drain_reason = r.worker.drain_reason();
       workers_[r.worker.id()] = w;
+      RememberDrainLocked(r.worker);
     }
   }
   (void)RefreshPendingAndGauges();
@@ -310,6 +311,7 @@ void Scheduler::RememberDrainLocked(const v1::Worker& w) {
     it = workers_.emplace(w.id(), s).first;
   }
   it->second.drained = w.drained();
+  it->second.drained_by_hand = w.drained() && w.drained_by() != kDrainedByController;
   it->second.drain_reason = w.drain_reason();
 }
 
@@ -718,6 +720,7 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
     metrics_->worker_gpus->WithLabels({id, "free"}).Set(w.gpus_free);
     metrics_->worker_gpus->WithLabels({id, "busy"}).Set(std::max(0, w.gpus_total - w.gpus_free));
     metrics_->worker_drained->WithLabels({id}).Set(w.drained ? 1 : 0);
+    metrics_->worker_drained_by_hand->WithLabels({id}).Set(w.drained_by_hand ? 1 : 0);
     if (w.drained) {
       ++drained;
       continue;

@@ -176,6 +176,7 @@ class Scheduler {
     int32_t cpu_slots_free = 0;
     int64_t last_seen_ms = 0;
     bool drained = false;
+    bool drained_by_hand = false;  // drained, and not by --drain-after
     std::string drain_reason;
   };
   std::map<std::string, WorkerState> workers_ ABSL_GUARDED_BY(mu_);

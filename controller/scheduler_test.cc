@@ -345,6 +345,7 @@ TEST_F(SchedulerTest, DrainedByHandWorkerGetsNoLeaseFinishesItsJobAndLeasesAgain
   // The gauges change with the call, not at the next tick.
   std::string text = registry_.Render();
   EXPECT_NE(text.find("caddie_worker_drained{worker=\"w1\"} 1"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_worker_drained_by_hand{worker=\"w1\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("caddie_workers{state=\"drained\"} 1"), std::string::npos) << text;
   EXPECT_NE(text.find("caddie_workers{state=\"live\"} 0"), std::string::npos) << text;
 
@@ -376,6 +377,7 @@ TEST_F(SchedulerTest, DrainedByHandWorkerGetsNoLeaseFinishesItsJobAndLeasesAgain
   EXPECT_EQ(DrainRecord(u->worker()), "in service|||0");
   text = registry_.Render();
   EXPECT_NE(text.find("caddie_worker_drained{worker=\"w1\"} 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("caddie_worker_drained_by_hand{worker=\"w1\"} 0"), std::string::npos) << text;
   EXPECT_NE(text.find("caddie_workers{state=\"drained\"} 0"), std::string::npos) << text;
   EXPECT_NE(text.find("caddie_workers{state=\"live\"} 1"), std::string::npos) << text;
   auto again = Lease("w1", 2);
@@ -438,7 +440,10 @@ TEST_F(SchedulerTest, AutoDrainedWorkerCanBeUndrainedAndItsFailureCountRestarts)
   ASSERT_EQ(ws->size(), 1u);
   EXPECT_TRUE((*ws)[0].drained());
   EXPECT_EQ((*ws)[0].drained_by(), "controller");
-  EXPECT_NE(registry_.Render().find("caddie_worker_drained{worker=\"w1\"} 1"), std::string::npos);
+  const std::string text = registry_.Render();
+  EXPECT_NE(text.find("caddie_worker_drained{worker=\"w1\"} 1"), std::string::npos) << text;
+  // Not by hand: this is the drain CaddieWorkerDrained alerts on.
+  EXPECT_NE(text.find("caddie_worker_drained_by_hand{worker=\"w1\"} 0"), std::string::npos) << text;
   EXPECT_FALSE(crash());  // drained: no lease
 
   v1::UndrainWorkerRequest ur;

@@ -724,9 +724,9 @@ absl::StatusOr<CompleteOutcome> SqliteStore::CompleteJob(const Completion& c, in
     RETURN_IF_ERROR(u.Bind(1, c.worker_id).Run());
     if (drain_after > 0) {
       STMT(d,
-           "UPDATE workers SET drained = 1, drain_reason = ?2, drained_by = 'controller', drained_ms = ?4 "
+           "UPDATE workers SET drained = 1, drain_reason = ?2, drained_by = ?5, drained_ms = ?4 "
            "WHERE id = ?1 AND drained = 0 AND infra_failure_streak >= ?3");
-      d.Bind(1, c.worker_id).Bind(3, drain_after).Bind(4, now_ms);
+      d.Bind(1, c.worker_id).Bind(3, drain_after).Bind(4, now_ms).Bind(5, std::string(kDrainedByController));
       d.Bind(2, absl::StrCat(drain_after, " jobs in a row failed for infrastructure reasons (last: ", c.job_id, " ",
                              v1::ExitReason_Name(c.exit_reason), ": ", c.message.substr(0, 200), ")"));
       RETURN_IF_ERROR(d.Run());

@@ -31,6 +31,9 @@ namespace caddie::controller {
 inline constexpr char kErrorCodePayload[] = "caddie-error-code";
 inline constexpr char kStaleFencingToken[] = "stale_fencing_token";
 
+// Worker.drained_by of a drain after --drain-after infra failures in a row.
+inline constexpr char kDrainedByController[] = "controller";
+
 // Returns the machine-readable code attached to `s` ("" when none).
 std::string ErrorCodeOf(const absl::Status& s);
 absl::Status WithErrorCode(absl::Status s, const std::string& code);
