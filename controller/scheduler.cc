@@ -302,7 +302,7 @@ absl::StatusOr<std::vector<v1::Worker>> Scheduler::ListWorkers() {
 void Scheduler::RememberDrainLocked(const v1::Worker& w) {
   auto it = workers_.find(w.id());
   if (it == workers_.end()) {
-    // Registered before this controller started and not seen since: as stored.
+    // Stored but not in memory yet (its RegisterWorker is between the two): as stored.
     WorkerState s;
     s.gpus_total = w.gpus_size();
     s.cpu_slots = w.cpu_slots();
@@ -313,6 +313,12 @@ void Scheduler::RememberDrainLocked(const v1::Worker& w) {
   it->second.drained = w.drained();
   it->second.drained_by_hand = w.drained() && w.drained_by() != kDrainedByController;
   it->second.drain_reason = w.drain_reason();
+}
+
+void Scheduler::RefreshGaugesAfterDrain(const std::string& worker_id) {
+  // The change is stored: a failed refresh only delays the gauges to the next tick.
+  absl::Status s = RefreshPendingAndGauges();
+  if (!s.ok()) spdlog::error("gauges after a drain change of worker {}: {}", worker_id, s.ToString());
 }
 
 absl::StatusOr<v1::DrainWorkerResponse> Scheduler::DrainWorker(const v1::DrainWorkerRequest& req,
@@ -348,7 +354,7 @@ absl::StatusOr<v1::DrainWorkerResponse> Scheduler::DrainWorker(const v1::DrainWo
     spdlog::info("worker {}: drain by {} ignored, drained already by {}", req.worker_id(), by,
                  resp.worker().drained_by());
   }
-  RETURN_IF_ERROR(RefreshPendingAndGauges());
+  RefreshGaugesAfterDrain(req.worker_id());
   return resp;
 }
 
@@ -377,7 +383,7 @@ absl::StatusOr<v1::UndrainWorkerResponse> Scheduler::UndrainWorker(const v1::Und
   } else {
     spdlog::info("worker {}: undrain by {}: not drained; infra failure streak restarted", req.worker_id(), by);
   }
-  RETURN_IF_ERROR(RefreshPendingAndGauges());
+  RefreshGaugesAfterDrain(req.worker_id());
   return resp;
 }
 
@@ -591,8 +597,7 @@ absl::StatusOr<v1::CompleteJobResponse> Scheduler::CompleteJob(const v1::Complet
         }
       }
     }
-    absl::Status g = RefreshPendingAndGauges();
-    if (!g.ok()) spdlog::error("gauges after draining {}: {}", req.worker_id(), g.ToString());
+    RefreshGaugesAfterDrain(req.worker_id());
   }
   if (!out->replay) {
     if (out->retried) {

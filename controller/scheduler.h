@@ -150,6 +150,8 @@ class Scheduler {
   // Copies the stored drain state of `w` into workers_.
   void RememberDrainLocked(const v1::Worker& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status RefreshPendingAndGauges();
+  // RefreshPendingAndGauges after a drain or undrain; a failure is logged.
+  void RefreshGaugesAfterDrain(const std::string& worker_id);
   int64_t TtlMs() const { return static_cast<int64_t>(options_.lease_ttl_seconds * 1000); }
 
   // Constant after construction.
