@@ -422,7 +422,9 @@ TEST_F(SchedulerTest, DrainAndUndrainRejectBadRequestsWithSpecificCodes) {
   d = sched_->DrainWorker(dr, "peer");
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   // Nothing was drained by any of them.
-  for (const auto& w : *sched_->ListWorkers()) EXPECT_FALSE(w.drained()) << w.id();
+  auto ws = sched_->ListWorkers();
+  ASSERT_TRUE(ws.ok()) << ws.status();
+  for (const auto& w : *ws) EXPECT_FALSE(w.drained()) << w.id();
 }
 
 TEST_F(SchedulerTest, AutoDrainedWorkerCanBeUndrainedAndItsFailureCountRestarts) {
