@@ -350,6 +350,12 @@ JobOutcome JobRunner::Run() {
         over = sh.training_over_at;
       }
       const auto grace = ToDuration(budget.grace_seconds);
+      // The default silence limit equals the training limit (max(train, eval) + grace), so a
+      // trainer silent since its start (a slow warm-up, a step longer than the budget) reaches
+      // both at once: the SIGTERM's grace comes first, or it could not finish its step and report.
+      const bool silent_too_long = now - last_event >= ToDuration(silence);
+      const bool in_term_grace = (time_term_at && now < *time_term_at + grace) ||
+                                 (eval_term_at && now < *eval_term_at + grace);
       if (!over && !time_term_at && now >= start + ToDuration(budget.train_seconds) + grace) {
         spdlog::warn("job {}: training limit {} s (+{} s grace) reached: SIGTERM", tag, budget.train_seconds,
                      budget.grace_seconds);
@@ -360,8 +366,10 @@ JobOutcome JobRunner::Run() {
         time_term_at = now;
         KillGroup(pgid_.load(), SIGTERM);
       } else if (!over && time_term_at && now >= *time_term_at + grace) {
-        spdlog::warn("job {}: still training {} s after SIGTERM: SIGKILL", tag, budget.grace_seconds);
-        cause = StopCause::kTimeLimit;
+        // Silent all along, and still after the SIGTERM: no progress (as before), not a budget outcome.
+        spdlog::warn("job {}: still training {} s after SIGTERM{}: SIGKILL", tag, budget.grace_seconds,
+                     silent_too_long ? absl::StrCat(", no event for ", silence, " s") : "");
+        cause = silent_too_long ? StopCause::kNoProgress : StopCause::kTimeLimit;
         KillGroup(pgid_.load(), SIGKILL);
       } else if (over && !eval_term_at && now >= *over + ToDuration(budget.eval_seconds)) {
         spdlog::warn("job {}: evaluation limit {} s reached: SIGTERM", tag, budget.eval_seconds);
@@ -371,7 +379,7 @@ JobOutcome JobRunner::Run() {
         spdlog::warn("job {}: still evaluating {} s after SIGTERM: SIGKILL", tag, budget.grace_seconds);
         cause = StopCause::kEvalLimit;
         KillGroup(pgid_.load(), SIGKILL);
-      } else if (now - last_event >= ToDuration(silence)) {
+      } else if (silent_too_long && !in_term_grace) {
         spdlog::warn("job {}: no event for {} s: SIGKILL (no progress)", tag, silence);
         cause = StopCause::kNoProgress;
         KillGroup(pgid_.load(), SIGKILL);

@@ -282,6 +282,31 @@ TEST_F(JobRunnerTest, SilentTrainerFailsWithNoProgress) {
   ExpectNoRankAlive(1);
 }
 
+// The default silence limit, max(train, eval) + grace, is also the moment of the training
+// limit's SIGTERM. A trainer silent since its start (a slow warm-up, a first step longer than
+// the budget: the SSM hybrid on one H100) must still get the SIGTERM's grace, not a SIGKILL one
+// poll later.
+TEST_F(JobRunnerTest, StepLongerThanTheBudgetGetsItsSigtermGrace) {
+  // SIGTERM at 1 + 1 = 2 s after start; the first step ends at 2.4 s, inside the grace.
+  JobOutcome o = RunJob({{"max_wallclock_seconds", 100.0}, {"fake", {{"steps", 100000}, {"step_ms", 2400}}}},
+                        MakeBudget(1.0, 1.0, 0.5));
+  EXPECT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_TERMINATED) << o.message;
+  EXPECT_EQ(o.result.steps(), 1);
+  EXPECT_EQ(Types().back(), "final");
+}
+
+TEST_F(JobRunnerTest, TrainerSilentPastTheTrainingLimitIsNoProgressAfterTheGrace) {
+  // SIGTERM at 1.5 s (silence limit 1.5 s too), unanswered: SIGKILL at 2 s, no progress.
+  JobOutcome o = RunJob({{"max_wallclock_seconds", 100.0}, {"fake", {{"silent", true}}}}, MakeBudget(1.0, 0.5, 0.5));
+  EXPECT_EQ(o.state, caddie::v1::JOB_STATE_FAILED);
+  EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_NO_PROGRESS) << o.message;
+  EXPECT_TRUE(o.infra_failure);
+  EXPECT_GE(elapsed_s_, 1.9);
+  EXPECT_LT(elapsed_s_, 4.0);
+  ExpectNoRankAlive(1);
+}
+
 TEST_F(JobRunnerTest, CancelKillsTheGroupAtOnce) {
   std::thread canceller([this] {
     std::this_thread::sleep_for(std::chrono::milliseconds(400));
