@@ -91,7 +91,7 @@ DATA_ABS=$(abspath "$DATA")
 SW=$W/sweep.yaml
 sed -e "s|^  data: .*|  data: $DATA_ABS|" -e "s|^gpus: .*|gpus: $GPUS_PER_JOB|" \
     -e "s|^  train_seconds: .*|  train_seconds: $BUDGET_S|" -e "s|^  eval_seconds: .*|  eval_seconds: $EVAL_S|" \
-    "$ROOT/$SWEEP_FILE" > "$SW"
+    "$(abspath "$SWEEP_FILE")" > "$SW"
 echo "  grace_seconds: $GRACE_S" >> "$SW"   # the budget block is the file's last
 if [[ -n $BASE_EXTRA ]]; then
   IFS=';' read -ra kv <<< "$BASE_EXTRA"
@@ -163,14 +163,17 @@ $PY - "$W" $JOBS <<'PYEOF' | tee "$W/summary.md"
 import json, statistics, sys
 w, ids = sys.argv[1], sys.argv[2:]
 jobs = {j["id"]: j for j in json.load(open(w + "/jobs.json")).get("jobs", [])}
-print("| job | variant | state / exit | steps | ms/step (median logged) | tokens/s | val_bpb | val_bpb post-quant | artifact bytes | peak GPU mem | budget verdict |")
+print("| job | variant | state / exit | steps | ms/step | tokens/s | val_bpb | val_bpb post-quant | artifact bytes | peak GPU mem | budget verdict |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for i in ids:
     j = jobs.get(i, {})
     r = j.get("result", {})
+    # ms/step: the training clock over the steps (warm-up excluded, as the trainer's clock);
+    # without a result, the median of the logged step times.
     steps = [json.loads(l) for l in open(w + "/logs_%s.jsonl" % i) if l.startswith("{")]
-    ms = [(e["step"], e["step_ms"]) for e in steps if e.get("event") == "step" and "step_ms" in e]
-    ms = [m for s, m in ms if s > 10] or [m for s, m in ms]  # past the first steps where there are some
+    ms = [e["step_ms"] for e in steps if e.get("event") == "step" and "step_ms" in e]
+    if r.get("steps") and r.get("train_seconds"):
+        ms = [1000.0 * float(r["train_seconds"]) / int(r["steps"])]
     st = j.get("state", "?").replace("JOB_STATE_", "") + " / " + j.get("exit_reason", "-").replace("EXIT_REASON_", "")
     ab, lim = int(r.get("artifact_bytes", 0)), int(r.get("limit_bytes", 0) or 16000000)
     if not r:
