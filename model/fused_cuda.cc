@@ -191,7 +191,10 @@ struct QkvFn : public torch::autograd::Function<QkvFn> {
     Check(cuda::QkNormRopeForward(At(qkv, heads * d), c, s, nullptr, k.data_ptr(), b * t * kv_heads, t, kv_heads, d,
                                   w, kv_heads * d, static_cast<float>(eps), Stream(qkv)),
           "qkv k fwd");
-    auto v = qkv.narrow(2, (heads + kv_heads) * d, kv_heads * d).contiguous().view({b, t, kv_heads, d});
+    auto v = NewOf({b, t, kv_heads, d}, qkv.options());
+    Check(cuda::RowCopy(At(qkv, (heads + kv_heads) * d), w, v.data_ptr(), kv_heads * d, b * t, kv_heads * d,
+                        Stream(qkv)),
+          "qkv v copy");
     ctx->save_for_backward({qkv, cos, sin, gain});
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["heads"] = heads;
@@ -221,10 +224,14 @@ struct QkvFn : public torch::autograd::Function<QkvFn> {
                                    Stream(qkv)),
           "qkv k bwd");
     auto dv = dqkv.narrow(2, (heads + kv_heads) * d, kv_heads * d).view({b, t, kv_heads, d});
-    if (grads[2].defined()) {
-      dv.copy_(grads[2]);
-    } else {
+    const Tensor& gv = grads[2];
+    if (!gv.defined()) {
       dv.zero_();
+    } else if (KernelActivation(gv)) {  // SDPA's grad in v's own layout: one vectorised pass
+      Check(cuda::RowCopy(gv.data_ptr(), kv_heads * d, dv.data_ptr(), w, b * t, kv_heads * d, Stream(qkv)),
+            "qkv dv copy");
+    } else {
+      dv.copy_(gv);
     }
     return {dqkv, Tensor(), Tensor(), dgain, Tensor(), Tensor(), Tensor()};
   }
@@ -337,6 +344,7 @@ int ResidNormBackward(const void*, const void*, const void*, const float*, const
                       float*, float*, int64_t, int64_t, float, void*) {
   return NotBuilt();
 }
+int RowCopy(const void*, int64_t, void*, int64_t, int64_t, int64_t, void*) { return NotBuilt(); }
 int SoftcapCeForward(const void*, const int64_t*, float*, float*, int64_t, int64_t, float, void*) {
   return NotBuilt();
 }

@@ -475,67 +475,63 @@ __global__ void ResidNormFwdKernel(const __nv_bfloat16* __restrict__ x, const fl
 
 // Backward: t = g1 + inv·(g2 − n·mean(g2·n)) is the residual value's whole grad (its own, g1,
 // null = 0, and the norm's); dx = a·t (a null: t), dy = b·t, da[c] += Σ t·x, db[c] += Σ t·y.
-__global__ void ResidNormBwdKernel(const __nv_bfloat16* __restrict__ g1, const __nv_bfloat16* __restrict__ g2,
-                                   const __nv_bfloat16* __restrict__ x, const float* __restrict__ a,
-                                   const __nv_bfloat16* __restrict__ y, const float* __restrict__ b,
-                                   __nv_bfloat16* __restrict__ dx, __nv_bfloat16* __restrict__ dy,
-                                   float* __restrict__ da, float* __restrict__ db, int64_t rows, int64_t c, float eps) {
+// 3 blocks of 256 threads per SM (≤ 85 registers): enough loads in flight for the 6 passes.
+__global__ void __launch_bounds__(256, 3)
+    ResidNormBwdKernel(const __nv_bfloat16* __restrict__ g1, const __nv_bfloat16* __restrict__ g2,
+                       const __nv_bfloat16* __restrict__ x, const float* __restrict__ a,
+                       const __nv_bfloat16* __restrict__ y, const float* __restrict__ b,
+                       __nv_bfloat16* __restrict__ dx, __nv_bfloat16* __restrict__ dy, float* __restrict__ da,
+                       float* __restrict__ db, int64_t rows, int64_t c, float eps) {
   extern __shared__ float sh[];  // [2][blockDim.y][c]
   __shared__ float2 red[32];
   const int64_t c0 = threadIdx.x * 8;
-  float av[8], bv[8], acc_a[8], acc_b[8];
+  float acc_a[8], acc_b[8];
 #pragma unroll
-  for (int j = 0; j < 8; ++j) {
-    av[j] = a != nullptr ? a[c0 + j] : 1.0f;
-    bv[j] = b[c0 + j];
-    acc_a[j] = 0.0f;
-    acc_b[j] = 0.0f;
-  }
+  for (int j = 0; j < 8; ++j) acc_a[j] = acc_b[j] = 0.0f;
   for (int64_t rb = blockIdx.x * static_cast<int64_t>(blockDim.y); rb < rows;
        rb += static_cast<int64_t>(gridDim.x) * blockDim.y) {
     const int64_t r = rb + threadIdx.y;
     const bool valid = r < rows;
     const int64_t off = r * c + c0;
-    float fx[8], fy[8], fg[8], o[8];
+    float fx[8], fy[8], fg[8], o[8], t[8];
     float ss = 0.0f, gx = 0.0f;
     if (valid) {
+      // All four loads issued before the row sum's barriers.
       Load8(x + off, fx);
       Load8(y + off, fy);
       Load8(g2 + off, fg);
+      if (g1 != nullptr) {
+        Load8(g1 + off, t);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) t[j] = 0.0f;
+      }
 #pragma unroll
       for (int j = 0; j < 8; ++j) {
-        o[j] = ResidValue(av[j], fx[j], bv[j], fy[j]);
+        o[j] = ResidValue(a != nullptr ? __ldg(a + c0 + j) : 1.0f, fx[j], __ldg(b + c0 + j), fy[j]);
         ss += o[j] * o[j];
         gx += fg[j] * o[j];
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) fx[j] = fy[j] = fg[j] = o[j] = 0.0f;
+      for (int j = 0; j < 8; ++j) fx[j] = fy[j] = fg[j] = o[j] = t[j] = 0.0f;
     }
     const float2 s = RowSum2(make_float2(ss, gx), red);
     if (!valid) continue;  // after the row sum: every thread took part in its barriers
     const float inv = rsqrtf(s.x / c + eps);
     const float m = inv * inv * s.y / c;  // mean(g2·n)·inv
-    float t[8];
-    if (g1 != nullptr) {
-      Load8(g1 + off, t);
-    } else {
-#pragma unroll
-      for (int j = 0; j < 8; ++j) t[j] = 0.0f;
-    }
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       t[j] += inv * fg[j] - o[j] * inv * m;
       acc_a[j] += t[j] * fx[j];
       acc_b[j] += t[j] * fy[j];
     }
-    float w[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) w[j] = av[j] * t[j];
-    Store8(dx + off, w);
+    for (int j = 0; j < 8; ++j) fx[j] = (a != nullptr ? __ldg(a + c0 + j) : 1.0f) * t[j];
+    Store8(dx + off, fx);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) w[j] = bv[j] * t[j];
-    Store8(dy + off, w);
+    for (int j = 0; j < 8; ++j) fy[j] = __ldg(b + c0 + j) * t[j];
+    Store8(dy + off, fy);
   }
   float* sa = sh;
   float* sb = sh + blockDim.y * c;
@@ -553,6 +549,16 @@ __global__ void ResidNormBwdKernel(const __nv_bfloat16* __restrict__ g1, const _
     }
     if (da != nullptr) atomicAdd(da + ch, s_a);
     atomicAdd(db + ch, s_b);
+  }
+}
+
+// dst row r (cols bf16, cols % 8 == 0) = src row r; rows ld_src / ld_dst elements apart.
+__global__ void RowCopyKernel(const __nv_bfloat16* __restrict__ src, int64_t ld_src, __nv_bfloat16* __restrict__ dst,
+                              int64_t ld_dst, int64_t rows, int64_t cols8) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < rows * cols8;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / cols8, c = (i % cols8) * 8;
+    *reinterpret_cast<uint4*>(dst + r * ld_dst + c) = *reinterpret_cast<const uint4*>(src + r * ld_src + c);
   }
 }
 
@@ -686,6 +692,13 @@ int ResidNormBackward(const void* g1, const void* g2, const void* x, const float
       static_cast<const __nv_bfloat16*>(g1), static_cast<const __nv_bfloat16*>(g2),
       static_cast<const __nv_bfloat16*>(x), a, static_cast<const __nv_bfloat16*>(y), b,
       static_cast<__nv_bfloat16*>(dx), static_cast<__nv_bfloat16*>(dy), da, db, rows, c, eps);
+  return static_cast<int>(cudaGetLastError());
+}
+
+int RowCopy(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows, int64_t cols, void* stream) {
+  const int64_t cols8 = cols / 8;
+  RowCopyKernel<<<Blocks(rows * cols8, 256), 256, 0, static_cast<cudaStream_t>(stream)>>>(
+      static_cast<const __nv_bfloat16*>(src), ld_src, static_cast<__nv_bfloat16*>(dst), ld_dst, rows, cols8);
   return static_cast<int>(cudaGetLastError());
 }
 

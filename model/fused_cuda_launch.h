@@ -51,6 +51,10 @@ int ResidNormForward(const void* x, const float* a, const void* y, const float* 
 int ResidNormBackward(const void* g1, const void* g2, const void* x, const float* a, const void* y, const float* b,
                       void* dx, void* dy, float* da, float* db, int64_t rows, int64_t c, float eps, void* stream);
 
+// Copies rows × cols bf16 (cols % 8 == 0, rows ld_src / ld_dst elements apart, both
+// multiples of 8): v out of a fused q/k/v projection and its grad back in.
+int RowCopy(const void* src, int64_t ld_src, void* dst, int64_t ld_dst, int64_t rows, int64_t cols, void* stream);
+
 // Cross-entropy of z = cap·tanh(l/cap) (fp32 arithmetic) over rows × v bf16 logits (v % 8 == 0,
 // 0 < cap <= 40, targets in [0, v)): loss[r] = logsumexp(z_r) − z_r[t_r], lse[r] kept for backward.
 int SoftcapCeForward(const void* logits, const int64_t* targets, float* loss, float* lse, int64_t rows, int64_t v,
