@@ -14,5 +14,14 @@ cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCADDIE_TRAINER_ONLY=ON -DCADDIE_BUILD_TESTS=OFF -DCADDIE_WITH_NCCL=ON \
   -DCADDIE_WITH_CUDA_KERNELS=ON -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc \
   -DCADDIE_NCCL_INCLUDE_DIR="$NCCL_INC" -DCADDIE_NCCL_LIBRARY_DIR="$NCCL_LIB" >&2
+# A warm machine keeps $BUILD from an earlier call, possibly another checkout's: sources that
+# arrive with older mtimes than its objects would not be rebuilt. Rebuild whenever the
+# sources' contents differ from the last build's.
+SUM=$(find model common CMakeLists.txt -type f \( -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.txt' -o -name '*.cmake' \) -print0 |
+      sort -z | xargs -0 md5sum | md5sum | cut -d' ' -f1)
+if [[ "$(cat "$BUILD/.caddie-src-sum" 2>/dev/null)" != "$SUM" ]]; then
+  find model common -type f \( -name '*.cc' -o -name '*.cu' -o -name '*.h' \) -exec touch {} +
+fi
 cmake --build "$BUILD" --target caddie-train -j "$(nproc)" >&2
+echo "$SUM" > "$BUILD/.caddie-src-sum"
 echo "$BUILD/model/caddie-train"
