@@ -25,7 +25,7 @@ rm -rf "$W"; mkdir -p "$W" "$OUT"
 trap 'tar czf "$OUT/bench.tgz" -C "$W" . 2>/dev/null' EXIT
 DATA=${BENCH_DATA:-.device/sp1024}
 STEPS=${BENCH_STEPS:-30}
-ALL_OFF=norm,resid,gqa,ns,sync,pin,kmix,kadd,krelu,kqk,knorm
+ALL_OFF=norm,resid,gqa,ns,sync,pin,kmix,kadd,krelu,kqk,knorm,qkv,kresnorm,kce
 WALL=${BENCH_WALL:-0}
 # NVLink multicast stays off (the machines' rule).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
