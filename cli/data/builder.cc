@@ -47,6 +47,8 @@ absl::StatusOr<std::string> CorpusRecipe(const DataOptions& o) {
   }
   json r = {{"sources", sources}, {"max_bytes", o.max_bytes}, {"seed", o.seed},
             {"val_fraction", o.val_fraction}, {"format", kFormat}, {"recipe", kCorpusRecipe}};
+  // Only a non-default split joins the recipe, so corpora built before it existed stay valid.
+  if (o.split_order != SplitOrder::kSeeded) r["val_split"] = SplitOrderName(o.split_order);
   return r.dump();
 }
 
@@ -87,7 +89,8 @@ absl::StatusOr<Split> LoadOrBuildCorpus(const DataOptions& o, const std::string&
         absl::StrCat("empty corpus: no document with text in ", absl::StrJoin(o.corpus, ", ")));
   }
   *duplicates = Dedupe(docs);
-  ASSIGN_OR_RETURN(Split split, SplitCorpus(std::move(docs), o.seed, o.val_fraction, o.max_bytes));
+  ASSIGN_OR_RETURN(Split split, SplitCorpus(std::move(docs), o.seed, o.val_fraction, o.max_bytes,
+                                                     o.split_order));
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return absl::UnavailableError(absl::StrCat(dir.string(), ": cannot create: ", ec.message()));
@@ -225,6 +228,7 @@ absl::StatusOr<VocabSummary> BuildVocab(const DataOptions& o, const Split& split
         {"max_bytes", o.max_bytes},
         {"seed", o.seed},
         {"val_fraction", o.val_fraction},
+        {"val_split", SplitOrderName(o.split_order)},
         {"vocab_size", table.vocab_size()},
         {"requested_vocab_size", vocab},
         {"sp_vocab_size", model.sp_vocab_size},

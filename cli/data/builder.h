@@ -25,6 +25,7 @@ struct DataOptions {
   int64_t max_bytes = 0;                          // 0: the whole corpus
   uint64_t seed = 1337;
   double val_fraction = 0.05;
+  SplitOrder split_order = SplitOrder::kSeeded;  // kHead: the reference's split
   std::string cache_dir;                          // empty: DefaultCacheDir()
   int64_t shard_tokens = 100'000'000;             // tokens per shard, as the reference
   int threads = 0;                                // 0: all cores

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -299,17 +300,30 @@ int64_t Dedupe(std::vector<Document>& docs) {
   return removed;
 }
 
+absl::StatusOr<SplitOrder> ParseSplitOrder(std::string_view name) {
+  if (name == "seeded") return SplitOrder::kSeeded;
+  if (name == "head") return SplitOrder::kHead;
+  return absl::InvalidArgumentError(
+      absl::StrCat("validation split '", std::string(name), "' is not one of: seeded, head"));
+}
+
+const char* SplitOrderName(SplitOrder order) {
+  return order == SplitOrder::kHead ? "head" : "seeded";
+}
+
 absl::StatusOr<Split> SplitCorpus(std::vector<Document> docs, uint64_t seed, double val_fraction,
-                                  int64_t max_bytes) {
+                                  int64_t max_bytes, SplitOrder order) {
   if (docs.empty()) return absl::InvalidArgumentError("empty corpus: no documents with text");
   if (!(val_fraction > 0 && val_fraction < 1)) {
     return absl::InvalidArgumentError(absl::StrCat("validation fraction ", val_fraction, " is not in (0, 1)"));
   }
-  // Fisher-Yates with our own generator: std::shuffle differs between libraries.
-  uint64_t state = seed;
-  for (size_t i = docs.size() - 1; i > 0; --i) {
-    const size_t j = static_cast<size_t>(SplitMix64(state) % (i + 1));
-    std::swap(docs[i], docs[j]);
+  if (order == SplitOrder::kSeeded) {
+    // Fisher-Yates with our own generator: std::shuffle differs between libraries.
+    uint64_t state = seed;
+    for (size_t i = docs.size() - 1; i > 0; --i) {
+      const size_t j = static_cast<size_t>(SplitMix64(state) % (i + 1));
+      std::swap(docs[i], docs[j]);
+    }
   }
   if (max_bytes > 0) {
     int64_t total = 0;
@@ -317,13 +331,18 @@ absl::StatusOr<Split> SplitCorpus(std::vector<Document> docs, uint64_t seed, dou
     while (keep < docs.size() && total < max_bytes) total += static_cast<int64_t>(docs[keep++].text.size());
     docs.resize(keep);
   }
-  const int64_t total = TextBytes(docs);
   Split split;
-  int64_t val_bytes = 0;
   size_t i = 0;
-  while (i < docs.size() && static_cast<double>(val_bytes) < val_fraction * static_cast<double>(total)) {
-    val_bytes += static_cast<int64_t>(docs[i].text.size());
-    split.val.push_back(std::move(docs[i++]));
+  if (order == SplitOrder::kHead) {
+    const auto val_docs = static_cast<size_t>(std::ceil(val_fraction * static_cast<double>(docs.size())));
+    while (i < docs.size() && i < val_docs) split.val.push_back(std::move(docs[i++]));
+  } else {
+    const int64_t total = TextBytes(docs);
+    int64_t val_bytes = 0;
+    while (i < docs.size() && static_cast<double>(val_bytes) < val_fraction * static_cast<double>(total)) {
+      val_bytes += static_cast<int64_t>(docs[i].text.size());
+      split.val.push_back(std::move(docs[i++]));
+    }
   }
   for (; i < docs.size(); ++i) split.train.push_back(std::move(docs[i]));
   if (split.train.empty() || split.val.empty()) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -58,13 +59,29 @@ struct Split {
   std::vector<Document> val;
 };
 
-// Shuffles `docs` with `seed` (a fixed, platform-independent shuffle), keeps
-// documents until `max_bytes` of text (0 = all), then moves documents to the
-// validation split until it holds at least `val_fraction` of the bytes. Train
-// gets the rest; no document is in both. Fails on an empty corpus, or when the
-// corpus has too few documents to give both splits one.
+// How documents are chosen for validation.
+enum class SplitOrder {
+  // Shuffled with the seed; validation takes documents until it holds at least
+  // `val_fraction` of the bytes. caddie's default.
+  kSeeded,
+  // In input order, no shuffle; validation is the first ceil(val_fraction x N)
+  // documents, by count: the rule of the Parameter Golf reference's data prep
+  // (its docs file is shuffled beforehand), so shards built from the same file
+  // match the reference's split exactly.
+  kHead,
+};
+
+// Parses "seeded" / "head"; anything else is INVALID_ARGUMENT naming the value.
+absl::StatusOr<SplitOrder> ParseSplitOrder(std::string_view name);
+const char* SplitOrderName(SplitOrder order);
+
+// Orders `docs` as `order` says (kSeeded: a fixed, platform-independent shuffle
+// with `seed`), keeps documents until `max_bytes` of text (0 = all), then moves
+// documents to the validation split (see SplitOrder). Train gets the rest; no
+// document is in both. Fails on an empty corpus, or when the corpus has too few
+// documents to give both splits one.
 absl::StatusOr<Split> SplitCorpus(std::vector<Document> docs, uint64_t seed, double val_fraction,
-                                  int64_t max_bytes);
+                                  int64_t max_bytes, SplitOrder order = SplitOrder::kSeeded);
 
 // JSONL: one {"source", "id", "text"} object per line. Written atomically.
 absl::Status WriteJsonl(const std::string& path, const std::vector<Document>& docs);

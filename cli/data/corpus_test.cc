@@ -36,6 +36,34 @@ TEST(SplitCorpus, ValidationHoldsAtLeastTheFractionAndIsDisjoint) {
   for (const auto& d : split->val) EXPECT_EQ(ids.count(d.id), 0u);
 }
 
+TEST(SplitCorpus, HeadSplitTakesTheFirstDocumentsByCountInInputOrder) {
+  // The reference's rule: 4,100 documents at 5% give the first 205 as validation.
+  auto docs = MakeDocs(4100);
+  auto split = SplitCorpus(docs, 1337, 0.05, 0, SplitOrder::kHead);
+  ASSERT_TRUE(split.ok()) << split.status().message();
+  ASSERT_EQ(split->val.size(), 205u);
+  ASSERT_EQ(split->train.size(), 3895u);
+  for (size_t i = 0; i < split->val.size(); ++i) EXPECT_EQ(split->val[i].id, docs[i].id);
+  for (size_t i = 0; i < split->train.size(); ++i) EXPECT_EQ(split->train[i].id, docs[205 + i].id);
+  // The seed plays no part: the order is the input's.
+  auto other_seed = SplitCorpus(docs, 7, 0.05, 0, SplitOrder::kHead);
+  ASSERT_TRUE(other_seed.ok());
+  EXPECT_EQ(other_seed->val.back().id, split->val.back().id);
+  // A fraction that does not divide evenly rounds up: 101 documents at 5% -> 6.
+  auto odd = SplitCorpus(MakeDocs(101), 1, 0.05, 0, SplitOrder::kHead);
+  ASSERT_TRUE(odd.ok());
+  EXPECT_EQ(odd->val.size(), 6u);
+}
+
+TEST(SplitCorpus, SplitOrderNamesParseAndUnknownNamesAreRefused) {
+  EXPECT_EQ(*ParseSplitOrder("head"), SplitOrder::kHead);
+  EXPECT_EQ(*ParseSplitOrder("seeded"), SplitOrder::kSeeded);
+  EXPECT_STREQ(SplitOrderName(SplitOrder::kHead), "head");
+  auto bad = ParseSplitOrder("tail");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("'tail'"));
+}
+
 TEST(SplitCorpus, DeterministicForASeedAndDifferentAcrossSeeds) {
   auto a = SplitCorpus(MakeDocs(100), 7, 0.1, 0);
   auto b = SplitCorpus(MakeDocs(100), 7, 0.1, 0);

@@ -14,6 +14,7 @@ struct DataArgs {
   data::DataOptions build;
   std::string from_shards;
   std::string tokenizer;
+  std::string val_split = "seeded";
   bool out_given = false;
   bool quiet = false;
 };
@@ -86,7 +87,13 @@ void RegisterDataCommandInProcess(CLI::App& app) {
                   "Use a seeded random subset of about this many text bytes (0 = all)")
       ->capture_default_str();
   cmd->add_option("--seed", args->build.seed, "Seed of the train/val split")->capture_default_str();
-  cmd->add_option("--val-fraction", args->build.val_fraction, "Minimum share of bytes in validation")
+  cmd->add_option("--val-fraction", args->build.val_fraction,
+                  "Share of validation: of the bytes (seeded split) or of the documents (head split)")
+      ->capture_default_str();
+  cmd->add_option("--val-split", args->val_split,
+                  "seeded: shuffle with --seed, validation by bytes; head: the first documents in "
+                  "input order, as the Parameter Golf reference splits its (pre-shuffled) docs file")
+      ->check(CLI::IsMember({"seeded", "head"}))
       ->capture_default_str();
   cmd->add_option("--cache-dir", args->build.cache_dir,
                   "Download and tokenizer cache (default $CADDIE_CACHE_DIR or ~/.cache/caddie)");
@@ -105,6 +112,8 @@ void RegisterDataCommandInProcess(CLI::App& app) {
     args->out_given = out->count() > 0;
     if (args->build.vocabs.empty()) args->build.vocabs = {1024};
     if (args->build.corpus.empty()) args->build.corpus = {"builtin"};
+    // IsMember above already refused anything else.
+    args->build.split_order = *data::ParseSplitOrder(args->val_split);
     Run(*args);
   });
 }
