@@ -52,11 +52,19 @@ struct SsmImpl : torch::nn::Module {
 TORCH_MODULE(Ssm);
 
 // The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t · h_t, exact and
-// causal, computed chunk by chunk with tensor ops (a loop over T/chunk chunks only).
-// u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y (B,T,D), float32. chunk <= 0: chosen
-// from the sizes so that the (B,L,L,D,N) decay tensor stays near 4M elements.
+// causal, computed chunk by chunk with tensor ops (a loop over T/L chunks only; within a chunk
+// a cumulative sum of (B,L,D,N) tensors). u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y
+// (B,T,D), float32. The chunk length L is the longest that keeps fp32 finite for this input
+// (ScanChunkLength), at most `chunk` when chunk > 0.
 torch::Tensor SelectiveScan(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A,
                             const torch::Tensor& Bm, const torch::Tensor& Cm, int64_t chunk = 0);
+// Largest exponent Σ|Δ A| allowed within one chunk, and the per-step clamp of Δ A.
+inline constexpr double kScanMaxLogRange = 60.0;
+inline constexpr double kScanMinLogDecay = 20.0;
+// The chunk length SelectiveScan uses when the largest per-step |Δ A| is `max_decay_step`:
+// the longest with L · step ≤ kScanMaxLogRange, at most min(max_chunk, seq_len) (max_chunk
+// <= 0: seq_len), at least 1.
+int64_t ScanChunkLength(double max_decay_step, int64_t seq_len, int64_t max_chunk);
 // The same, one time step at a time (the reference the chunked scan is tested against).
 torch::Tensor SelectiveScanSequential(const torch::Tensor& u, const torch::Tensor& dt,
                                       const torch::Tensor& A, const torch::Tensor& Bm,

@@ -241,6 +241,51 @@ TEST(SsmTest, ChunkedScanEqualsSequentialScan) {
   }
 }
 
+TEST(SsmTest, ScanStaysExactWithFastDecayAndItsGradientsMatch) {
+  // Steps of Δ·A up to ~50: the chunk length must shrink (and the per-step clamp engage)
+  // for exp(-Σ Δ A) to stay finite; values and gradients still equal the sequential scan.
+  torch::manual_seed(22);
+  const int64_t b = 2, t = 45, d = 6, n = 5;
+  auto u = torch::randn({b, t, d}, torch::requires_grad());
+  auto dt = (torch::softplus(2 * torch::randn({b, t, d}) + 1)).detach().requires_grad_();
+  auto A = (-torch::exp(torch::randn({d, n}) + 1)).detach().requires_grad_();
+  auto B = torch::randn({b, t, n}, torch::requires_grad()), C = torch::randn({b, t, n}, torch::requires_grad());
+  ASSERT_GT((dt.unsqueeze(-1) * A).min().item<double>(), -1e3);
+  ASSERT_LT((dt.unsqueeze(-1) * A).min().item<double>(), -kScanMinLogDecay);  // the clamp is exercised
+  auto weights = torch::randn({b, t, d});
+  auto ref = SelectiveScanSequential(u, dt, A, B, C);
+  auto ref_grads = torch::autograd::grad({(ref * weights).sum()}, {u, dt, A, B, C});
+  auto y = SelectiveScan(u, dt, A, B, C);
+  ASSERT_TRUE(torch::isfinite(y).all().item<bool>());
+  EXPECT_LT((y - ref).abs().max().item<float>(), 1e-5);
+  auto grads = torch::autograd::grad({(y * weights).sum()}, {u, dt, A, B, C});
+  const char* names[] = {"u", "dt", "A", "B", "C"};
+  for (size_t i = 0; i < grads.size(); ++i) {
+    ASSERT_TRUE(torch::isfinite(grads[i]).all().item<bool>()) << names[i];
+    const double scale = ref_grads[i].abs().max().item<double>();
+    EXPECT_LT((grads[i] - ref_grads[i]).abs().max().item<double>(), 1e-4 * std::max(1.0, scale)) << names[i];
+  }
+}
+
+TEST(SsmTest, ChunkLengthIsTheLongestThatKeepsFp32Finite) {
+  // The baseline-sized SSM at init: Δ ≤ 0.1, A down to -16, so steps ≤ 1.6 -> 37 steps a chunk
+  // (28 chunks over 1,024 tokens), whatever the batch size (it was 1 at 64 x 1,024 x 16 before).
+  EXPECT_EQ(ScanChunkLength(1.6, 1024, 0), 37);
+  EXPECT_GE(ScanChunkLength(kScanMaxLogRange / 16, 1024, 0), 16);
+  // Slow decay: one chunk over the whole sequence.
+  EXPECT_EQ(ScanChunkLength(0.01, 1024, 0), 1024);
+  EXPECT_EQ(ScanChunkLength(0.0, 64, 0), 64);
+  // The clamped per-step maximum still gives chunks of 3.
+  EXPECT_EQ(ScanChunkLength(kScanMinLogDecay, 1024, 0), 3);
+  // A requested length is a cap, never a license to overflow.
+  EXPECT_EQ(ScanChunkLength(0.01, 1024, 16), 16);
+  EXPECT_EQ(ScanChunkLength(30.0, 1024, 16), 2);
+  EXPECT_EQ(ScanChunkLength(1e9, 1024, 0), 1);
+  for (double step : {0.05, 0.5, 1.6, 7.0, 20.0}) {
+    EXPECT_LE(static_cast<double>(ScanChunkLength(step, 1024, 0)) * step, kScanMaxLogRange + 1e-9) << step;
+  }
+}
+
 TEST(AxesTest, ScheduleFollowsLoopsAndSharing) {
   TrainSpec s = Tiny();
   s.num_layers = 3, s.loops = 3, s.recur_layers = "1-1";
