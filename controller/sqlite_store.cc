@@ -244,7 +244,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
   sqlite3_busy_timeout(db, options.busy_timeout_ms);
   std::unique_ptr<SqliteStore> store(new SqliteStore(db, std::move(options)));
   absl::MutexLock l(&store->mu_);
-  RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL"));
+  RETURN_IF_ERROR(store->EnableWal(path));
   RETURN_IF_ERROR(store->Exec(store->options_.synchronous_normal ? "PRAGMA synchronous=NORMAL"
                                                                  : "PRAGMA synchronous=FULL"));
   RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
@@ -258,6 +258,32 @@ SqliteStore::~SqliteStore() {
   absl::MutexLock l(&mu_);
   for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
   sqlite3_close(db_);
+}
+
+absl::Status SqliteStore::EnableWal(const std::string& path) {
+  // The pragma answers with the mode now in force: "memory" for an in-memory
+  // database, the old mode when the file system cannot hold the WAL's shared
+  // memory. Running on in another mode would lose WAL's concurrent readers and
+  // its commit cost without anyone noticing, so refuse.
+  std::string mode;
+  {
+    auto prepared = Prepare("PRAGMA journal_mode=WAL");
+    if (!prepared.ok()) {
+      return absl::InternalError(absl::StrCat("database '", path, "': ", prepared.status().message()));
+    }
+    Stmt q(db_, *prepared);
+    auto row = q.Step();
+    if (!row.ok()) return absl::InternalError(absl::StrCat("database '", path, "': ", row.status().message()));
+    if (*row) mode = absl::AsciiStrToLower(q.Text(0));
+  }
+  if (mode != "wal") {
+    return absl::InvalidArgumentError(absl::StrCat("cannot put database '", path,
+                                                   "' in WAL journal mode: SQLite kept journal_mode '",
+                                                   mode.empty() ? "(no answer)" : mode,
+                                                   "' (an in-memory database, or a file system without "
+                                                   "shared-memory support?)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status SqliteStore::Exec(const char* sql) {

@@ -39,8 +39,9 @@ class SqliteStore final : public Store {
     std::function<void(double)> on_transaction;
   };
 
-  // Opens (creating if needed) the database at `path` and applies migrations.
-  // InvalidArgument/Internal naming the path when it cannot be opened.
+  // Opens (creating if needed) the database at `path`, puts it in WAL mode and
+  // applies migrations. InvalidArgument/Internal naming the path when it cannot
+  // be opened, or when SQLite does not switch it to WAL (e.g. ":memory:").
   static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path, Options options);
   ~SqliteStore() override;
 
@@ -92,6 +93,9 @@ class SqliteStore final : public Store {
   class Tx;
   SqliteStore(sqlite3* db, Options options);
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PRAGMA journal_mode=WAL, checked: InvalidArgument naming `path` unless
+  // SQLite answers "wal".
+  absl::Status EnableWal(const std::string& path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Exec(const char* sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<sqlite3_stmt*> Prepare(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<v1::Job> GetJobLocked(const std::string& job_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

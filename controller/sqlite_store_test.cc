@@ -1,5 +1,6 @@
 #include "controller/sqlite_store.h"
 
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -75,6 +76,28 @@ TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
   auto jobs = store_->ListJobs("", {}, 0);
   ASSERT_TRUE(jobs.ok());
   EXPECT_EQ(jobs->size(), 2u);
+}
+
+// The journal mode is a property of the file: another connection (the sqlite3
+// CLI, a backup) sees WAL, so readers do not block the controller's writes.
+TEST_F(SqliteStoreTest, TheFileIsInWalModeAndADatabaseThatCannotBeIsRefused) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2((dir_ / "caddie.db").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  ASSERT_EQ(sqlite3_step(q), SQLITE_ROW) << sqlite3_errmsg(db);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(sqlite3_column_text(q, 0))), "wal");
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  EXPECT_TRUE(fs::exists(dir_ / "caddie.db-wal"));
+
+  // An in-memory database answers journal_mode "memory": Open says so and names it.
+  auto mem = SqliteStore::Open(":memory:", {});
+  ASSERT_FALSE(mem.ok());
+  EXPECT_EQ(mem.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(mem.status().message(),
+            "cannot put database ':memory:' in WAL journal mode: SQLite kept journal_mode 'memory' (an in-memory "
+            "database, or a file system without shared-memory support?)");
 }
 
 TEST_F(SqliteStoreTest, LeaseIsPriorityThenFifoAndFitsGpus) {
