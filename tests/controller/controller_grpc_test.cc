@@ -1,9 +1,12 @@
 // caddie-controller in-process: real gRPC on loopback, a real SQLite file.
 // Issue 8's "must show" behaviours through the public API (issue 15's, with
 // separate processes, are in tests/scheduler).
-#include <fstream>
-#include <sstream>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -47,6 +50,18 @@ class ControllerGrpcTest : public ::testing::Test {
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<Client> client_;
 };
+
+// Params of each job in index order.
+std::vector<json> ParamsInOrder(std::vector<v1::Job> jobs) {
+  std::sort(jobs.begin(), jobs.end(),
+            [](const v1::Job& a, const v1::Job& b) { return a.index_in_sweep() < b.index_in_sweep(); });
+  std::vector<json> out;
+  for (const auto& j : jobs) out.push_back(json::parse(j.params_json()));
+  return out;
+}
+std::vector<json> ParamsInOrder(const v1::SubmitSweepResponse& sub) {
+  return ParamsInOrder(std::vector<v1::Job>(sub.jobs().begin(), sub.jobs().end()));
+}
 
 TEST_F(ControllerGrpcTest, SubmitLeaseEventsCompleteLeaderboard) {
   StartController();
@@ -120,6 +135,87 @@ TEST_F(ControllerGrpcTest, SubmitLeaseEventsCompleteLeaderboard) {
   v1::Sweep sw;
   ASSERT_TRUE(client_->user()->GetSweep(client_->UserCtx().get(), gs, &sw).ok());
   EXPECT_EQ(sw.jobs_by_state().at("succeeded"), 2);
+}
+
+// Issue 8 "grid through gRPC + SQLite": loops × vocab_size × qat_bits = 3×3×2 is
+// exactly 18 stored jobs, one per combination, in axis (key) order with the last
+// axis fastest, each spec carrying its values over the base.
+TEST_F(ControllerGrpcTest, GridSweep3x3x2StoresExactly18JobsOnePerCombination) {
+  StartController();
+  auto sub = client_->Submit({{"base", {{"iterations", 50}}},
+                              {"axes", {{"loops", {1, 2, 3}}, {"vocab_size", {512, 1024, 4096}}, {"qat_bits", {4, 8}}}}});
+  ASSERT_EQ(sub.jobs_size(), 18);
+  auto jobs = client_->ListJobs(sub.sweep().id());
+  ASSERT_EQ(jobs.size(), 18u);
+  std::vector<json> want;
+  for (int loops : {1, 2, 3}) {
+    for (int bits : {4, 8}) {
+      for (int vocab : {512, 1024, 4096}) want.push_back({{"loops", loops}, {"qat_bits", bits}, {"vocab_size", vocab}});
+    }
+  }
+  EXPECT_EQ(ParamsInOrder(jobs), want);
+  std::set<std::string> ids;
+  for (const auto& j : jobs) {
+    ids.insert(j.id());
+    EXPECT_EQ(j.sweep_id(), sub.sweep().id());
+    EXPECT_EQ(j.state(), v1::JOB_STATE_QUEUED);
+    const json spec = json::parse(j.spec().spec_json());
+    const json params = json::parse(j.params_json());
+    EXPECT_EQ(spec["iterations"], 50) << j.id();
+    for (const auto& [k, v] : params.items()) EXPECT_EQ(spec[k], v) << j.id() << " " << k;
+  }
+  EXPECT_EQ(ids.size(), 18u);
+  v1::GetSweepRequest gs;
+  gs.set_sweep_id(sub.sweep().id());
+  v1::Sweep sw;
+  ASSERT_TRUE(client_->user()->GetSweep(client_->UserCtx().get(), gs, &sw).ok());
+  EXPECT_EQ(sw.jobs_total(), 18);
+  EXPECT_EQ(sw.jobs_by_state().at("queued"), 18);
+}
+
+// Issue 8 "random through gRPC + SQLite": the same seed draws the same jobs —
+// in a dry run, in a stored sweep, and in a second stored sweep — and another
+// seed draws others; every draw lies in its axis' range.
+TEST_F(ControllerGrpcTest, RandomSweepIsReproducibleFromItsSeed) {
+  StartController();
+  auto random = [](int seed) {
+    return json{{"mode", "random"},
+                {"samples", 6},
+                {"seed", seed},
+                {"axes",
+                 {{"matrix_lr", {{"log_uniform", {0.01, 0.1}}}},
+                  {"loops", {{"int_uniform", {1, 4}}}},
+                  {"qat_bits", {2, 4, 8}}}}};
+  };
+  auto dry = client_->Submit(random(7), 1, 3, /*dry_run=*/true);
+  EXPECT_TRUE(dry.sweep().id().empty());
+  ASSERT_EQ(dry.jobs_size(), 6);
+  const std::vector<json> drawn = ParamsInOrder(dry);
+  EXPECT_EQ(ParamsInOrder(client_->Submit(random(7), 1, 3, true)), drawn);
+  auto first = client_->Submit(random(7));
+  auto second = client_->Submit(random(7));
+  ASSERT_NE(first.sweep().id(), second.sweep().id());
+  EXPECT_EQ(ParamsInOrder(client_->ListJobs(first.sweep().id())), drawn);
+  EXPECT_EQ(ParamsInOrder(client_->ListJobs(second.sweep().id())), drawn);
+  const std::vector<json> other = ParamsInOrder(client_->Submit(random(8), 1, 3, true));
+  ASSERT_EQ(other.size(), 6u);
+  EXPECT_NE(other, drawn);
+  std::set<std::string> distinct;
+  for (const auto& p : drawn) {
+    distinct.insert(p.dump());
+    EXPECT_GE(p["matrix_lr"].get<double>(), 0.01) << p;
+    EXPECT_LE(p["matrix_lr"].get<double>(), 0.1) << p;
+    EXPECT_TRUE(p["loops"].is_number_integer()) << p;
+    EXPECT_GE(p["loops"].get<int>(), 1) << p;
+    EXPECT_LE(p["loops"].get<int>(), 4) << p;
+    EXPECT_TRUE(p["qat_bits"] == 2 || p["qat_bits"] == 4 || p["qat_bits"] == 8) << p;
+  }
+  EXPECT_EQ(distinct.size(), 6u);  // six draws, not one value six times
+  // The dry runs stored nothing: only the two submitted sweeps exist.
+  v1::ListSweepsRequest lr;
+  v1::ListSweepsResponse ls;
+  ASSERT_TRUE(client_->user()->ListSweeps(client_->UserCtx().get(), lr, &ls).ok());
+  EXPECT_EQ(ls.sweeps_size(), 2);
 }
 
 TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethodIsDenied) {

@@ -49,12 +49,15 @@ class Client {
   v1::UserService::Stub* user() { return user_.get(); }
   v1::WorkerService::Stub* worker() { return worker_.get(); }
 
-  v1::SubmitSweepResponse Submit(const nlohmann::json& sweep_json, int gpus = 1, int max_attempts = 3) {
+  // dry_run: expanded and validated, nothing stored.
+  v1::SubmitSweepResponse Submit(const nlohmann::json& sweep_json, int gpus = 1, int max_attempts = 3,
+                                 bool dry_run = false) {
     v1::SubmitSweepRequest req;
     req.mutable_spec()->set_name("test");
     req.mutable_spec()->set_sweep_json(sweep_json.dump());
     req.mutable_spec()->set_gpus(gpus);
     req.mutable_spec()->set_max_attempts(max_attempts);
+    req.set_dry_run(dry_run);
     v1::SubmitSweepResponse resp;
     auto st = user_->SubmitSweep(UserCtx().get(), req, &resp);
     EXPECT_TRUE(st.ok()) << st.error_message();
@@ -106,24 +109,34 @@ class Client {
     }
     return worker_->ReportEvents(WorkerCtx().get(), req, resp);
   }
+  // A finished run's result scoring `bpb` (post-quant), 15 MB of a 16 MB limit.
+  static v1::Result RunResult(double bpb) {
+    v1::Result r;
+    r.set_val_bpb(bpb + 0.02);
+    r.set_val_bpb_post_quant(bpb);
+    r.set_artifact_bytes(15'000'000);
+    r.set_limit_bytes(16'000'000);
+    r.set_within_budget(true);
+    r.set_steps(200);
+    return r;
+  }
+  // bpb > 0: with RunResult(bpb); else no result.
   grpc::Status Complete(const std::string& w, const std::string& job_id, int64_t token, v1::JobState state,
                         v1::ExitReason reason, double bpb, v1::CompleteJobResponse* resp,
                         grpc::ClientContext* ctx = nullptr) {
+    return CompleteWithResult(w, job_id, token, state, reason, bpb > 0 ? RunResult(bpb) : v1::Result(), resp, ctx);
+  }
+  // `result` is sent unless it is empty (all fields default).
+  grpc::Status CompleteWithResult(const std::string& w, const std::string& job_id, int64_t token,
+                                  v1::JobState state, v1::ExitReason reason, const v1::Result& result,
+                                  v1::CompleteJobResponse* resp, grpc::ClientContext* ctx = nullptr) {
     v1::CompleteJobRequest req;
     req.set_worker_id(w);
     req.mutable_lease()->set_job_id(job_id);
     req.mutable_lease()->set_fencing_token(token);
     req.set_state(state);
     req.set_exit_reason(reason);
-    if (bpb > 0) {
-      auto* r = req.mutable_result();
-      r->set_val_bpb(bpb + 0.02);
-      r->set_val_bpb_post_quant(bpb);
-      r->set_artifact_bytes(15'000'000);
-      r->set_limit_bytes(16'000'000);
-      r->set_within_budget(true);
-      r->set_steps(200);
-    }
+    if (result.ByteSizeLong() > 0) *req.mutable_result() = result;
     auto own = WorkerCtx();
     return worker_->CompleteJob(ctx ? ctx : own.get(), req, resp);
   }
