@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "absl/strings/match.h"
 #include "controller/server.h"
 #include "tests/controller/harness.h"
 
@@ -46,9 +47,91 @@ class ControllerGrpcTest : public ::testing::Test {
     controller_ = std::move(*c);
     client_ = std::make_unique<Client>(controller_->address(), kUser, kWorker);
   }
+  v1::LeaderboardResponse Leaderboard(const std::string& sweep_id) {
+    v1::LeaderboardRequest req;
+    req.set_sweep_id(sweep_id);
+    v1::LeaderboardResponse resp;
+    auto st = client_->user()->Leaderboard(client_->UserCtx().get(), req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    return resp;
+  }
+  // Issue 8's synthetic sweep for early stopping: 8 jobs (seed 0..7) under
+  // `early_stopping`, each leased to its own worker w<seed>, each reporting
+  // val_bpb 2.0 − 0.1·seed at step 100, in seed order: seeds 0..3 are the worse
+  // half. Each worker then heartbeats and reports a step, as a real one does, and
+  // finishes as told: CANCELLED / EARLY_STOPPED when the controller said stop
+  // (the reason must name the rule), else SUCCEEDED. Returns the seeds stopped.
+  std::set<int> RunSyntheticEarlyStoppingSweep(const json& early_stopping, const std::string& rule) {
+    auto sub = client_->Submit({{"axes", {{"seed", {0, 1, 2, 3, 4, 5, 6, 7}}}}, {"early_stopping", early_stopping}});
+    EXPECT_EQ(sub.jobs_size(), 8);
+    sweep_id_ = sub.sweep().id();
+    std::map<int, v1::LeaseJobResponse> by_seed;
+    for (int i = 0; i < sub.jobs_size(); ++i) {
+      const std::string w = client_->Register(absl::StrCat("w", i), 1);
+      v1::LeaseJobResponse l;
+      EXPECT_TRUE(client_->Lease(w, 1, &l).ok());
+      by_seed[json::parse(l.job().params_json())["seed"].get<int>()] = l;
+    }
+    EXPECT_EQ(by_seed.size(), 8u);
+    for (const auto& [seed, l] : by_seed) {
+      v1::ReportEventsResponse r;
+      EXPECT_TRUE(client_->Report(l.job().worker_id(), l.job().id(), l.fencing_token(),
+                                  {{{"event", "start"}}, {{"event", "val"}, {"step", 100}, {"val_bpb", 2.0 - 0.1 * seed}}},
+                                  1, &r)
+                      .ok());
+    }
+    std::set<int> stopped;
+    for (const auto& [seed, l] : by_seed) {
+      const std::string& w = l.job().worker_id();
+      v1::HeartbeatResponse hb;
+      EXPECT_TRUE(client_->Heartbeat(w, {{l.job().id(), l.fencing_token()}}, &hb).ok());
+      EXPECT_EQ(hb.lost_job_ids_size(), 0);
+      const bool told_by_heartbeat = hb.cancel_job_ids_size() == 1 && hb.cancel_job_ids(0) == l.job().id();
+      v1::ReportEventsResponse r;
+      EXPECT_TRUE(
+          client_->Report(w, l.job().id(), l.fencing_token(), {{{"event", "step"}, {"step", 101}}}, 3, &r).ok());
+      EXPECT_EQ(r.cancel(), told_by_heartbeat) << "seed " << seed;
+      v1::CompleteJobResponse c;
+      if (r.cancel()) {
+        stopped.insert(seed);
+        EXPECT_TRUE(absl::StartsWith(r.cancel_reason(), "early_stopped (" + rule + "): ")) << r.cancel_reason();
+        EXPECT_TRUE(client_->Complete(w, l.job().id(), l.fencing_token(), v1::JOB_STATE_CANCELLED,
+                                      v1::EXIT_REASON_EARLY_STOPPED, 0, &c)
+                        .ok());
+      } else {
+        EXPECT_TRUE(client_->Complete(w, l.job().id(), l.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                                      v1::EXIT_REASON_COMPLETED, 2.0 - 0.1 * seed, &c)
+                        .ok());
+      }
+    }
+    return stopped;
+  }
+  // After RunSyntheticEarlyStoppingSweep: what SQLite recorded for each job,
+  // read back over gRPC, and the leaderboard of the survivors.
+  void ExpectTheWorseHalfStoppedWithTheReason(const std::string& rule, const std::string& because) {
+    auto jobs = client_->ListJobs(sweep_id_);
+    ASSERT_EQ(jobs.size(), 8u);
+    for (const auto& j : jobs) {
+      const int seed = json::parse(j.params_json())["seed"];
+      if (seed < 4) {
+        EXPECT_EQ(j.state(), v1::JOB_STATE_CANCELLED) << "seed " << seed;
+        EXPECT_EQ(j.exit_reason(), v1::EXIT_REASON_EARLY_STOPPED) << "seed " << seed;
+        EXPECT_TRUE(absl::StartsWith(j.message(), "early_stopped (" + rule + "): ")) << j.message();
+        EXPECT_NE(j.message().find(because), std::string::npos) << j.message();
+      } else {
+        EXPECT_EQ(j.state(), v1::JOB_STATE_SUCCEEDED) << "seed " << seed << ": " << j.message();
+      }
+    }
+    EXPECT_EQ(controller_->scheduler()->counters().early_stopped.load(), 4);
+    auto lb = Leaderboard(sweep_id_);
+    ASSERT_EQ(lb.entries_size(), 4);
+    EXPECT_DOUBLE_EQ(lb.entries(0).val_bpb_post_quant(), 2.0 - 0.1 * 7);
+    EXPECT_DOUBLE_EQ(lb.entries(3).val_bpb_post_quant(), 2.0 - 0.1 * 4);
+  }
   std::string dir_;
   std::unique_ptr<Controller> controller_;
   std::unique_ptr<Client> client_;
+  std::string sweep_id_;
 };
 
 // Params of each job in index order.
@@ -216,6 +299,25 @@ TEST_F(ControllerGrpcTest, RandomSweepIsReproducibleFromItsSeed) {
   v1::ListSweepsResponse ls;
   ASSERT_TRUE(client_->user()->ListSweeps(client_->UserCtx().get(), lr, &ls).ok());
   EXPECT_EQ(ls.sweeps_size(), 2);
+}
+
+// Issue 8 "ASHA through ReportEvents over gRPC": with every job at rung 100
+// (min_trials 8), the worse half is stopped, the reason recorded on the job.
+TEST_F(ControllerGrpcTest, AshaOverGrpcStopsTheWorseHalfOfASyntheticSweep) {
+  StartController();
+  const std::set<int> stopped = RunSyntheticEarlyStoppingSweep(
+      {{"type", "asha"}, {"grace_steps", 100}, {"reduction_factor", 2}, {"min_trials", 8}}, "asha");
+  EXPECT_EQ(stopped, (std::set<int>{0, 1, 2, 3}));
+  ExpectTheWorseHalfStoppedWithTheReason("asha", "at rung step 100 is not in the best 4 of 8");
+}
+
+// The median rule over gRPC: each job is judged as the others report, so the
+// worse half goes as soon as enough better ones are in; the best half stays.
+TEST_F(ControllerGrpcTest, MedianRuleOverGrpcStopsTheWorseHalfOfASyntheticSweep) {
+  StartController();
+  const std::set<int> stopped = RunSyntheticEarlyStoppingSweep({{"type", "median"}, {"grace_steps", 100}}, "median");
+  EXPECT_EQ(stopped, (std::set<int>{0, 1, 2, 3}));
+  ExpectTheWorseHalfStoppedWithTheReason("median", "by step 100 is worse than the median");
 }
 
 TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethodIsDenied) {
