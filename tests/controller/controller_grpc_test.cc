@@ -13,6 +13,7 @@
 #include <httplib.h>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
 #include "controller/server.h"
 #include "tests/controller/harness.h"
 
@@ -318,6 +319,60 @@ TEST_F(ControllerGrpcTest, MedianRuleOverGrpcStopsTheWorseHalfOfASyntheticSweep)
   const std::set<int> stopped = RunSyntheticEarlyStoppingSweep({{"type", "median"}, {"grace_steps", 100}}, "median");
   EXPECT_EQ(stopped, (std::set<int>{0, 1, 2, 3}));
   ExpectTheWorseHalfStoppedWithTheReason("median", "by step 100 is worse than the median");
+}
+
+// Issue 8 "the leaderboard ranks only jobs within budget": a better score over
+// the size budget — OVER_BUDGET, or a SUCCEEDED result that is not within budget
+// or whose artifact exceeds the job's limit — never shows; the one within does.
+TEST_F(ControllerGrpcTest, LeaderboardRanksOnlyJobsWithinBudget) {
+  StartController();
+  auto sub = client_->Submit({{"axes", {{"seed", {0, 1, 2, 3}}}}});
+  ASSERT_EQ(sub.jobs_size(), 4);
+  const std::string w = client_->Register("w-1", 1);
+  std::vector<v1::LeaseJobResponse> leases(4);
+  for (auto& l : leases) {
+    ASSERT_TRUE(client_->Lease(w, 1, &l).ok());
+    ASSERT_FALSE(l.job().id().empty());
+  }
+  v1::CompleteJobResponse c;
+  // Within budget, the worst score of the four.
+  ASSERT_TRUE(client_->Complete(w, leases[0].job().id(), leases[0].fencing_token(), v1::JOB_STATE_SUCCEEDED,
+                                v1::EXIT_REASON_COMPLETED, 1.30, &c)
+                  .ok());
+  // Over budget as the worker measured it: 17 MB of 16 MB.
+  v1::Result over = Client::RunResult(1.05);
+  over.set_artifact_bytes(17'000'000);
+  over.set_within_budget(false);
+  ASSERT_TRUE(client_->CompleteWithResult(w, leases[1].job().id(), leases[1].fencing_token(),
+                                          v1::JOB_STATE_OVER_BUDGET, v1::EXIT_REASON_OVER_BUDGET, over, &c)
+                  .ok());
+  EXPECT_EQ(c.job().state(), v1::JOB_STATE_OVER_BUDGET);
+  // SUCCEEDED, but the result says it is not within budget.
+  v1::Result not_within = Client::RunResult(1.10);
+  not_within.set_within_budget(false);
+  ASSERT_TRUE(client_->CompleteWithResult(w, leases[2].job().id(), leases[2].fencing_token(),
+                                          v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED, not_within, &c)
+                  .ok());
+  // SUCCEEDED and "within budget", but the artifact is over the job's 16 MB limit.
+  v1::Result too_big = Client::RunResult(1.15);
+  too_big.set_artifact_bytes(16'000'001);
+  ASSERT_TRUE(client_->CompleteWithResult(w, leases[3].job().id(), leases[3].fencing_token(),
+                                          v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED, too_big, &c)
+                  .ok());
+
+  auto lb = Leaderboard(sub.sweep().id());
+  ASSERT_EQ(lb.entries_size(), 1);
+  EXPECT_EQ(lb.entries(0).job_id(), leases[0].job().id());
+  EXPECT_DOUBLE_EQ(lb.entries(0).val_bpb_post_quant(), 1.30);
+  EXPECT_EQ(Leaderboard("").entries_size(), 1);  // all sweeps
+  // The leaderboard gauge has the same one job.
+  std::vector<std::string> gauge;
+  std::istringstream text(controller_->registry()->Render());
+  for (std::string line; std::getline(text, line);) {
+    if (absl::StartsWith(line, "caddie_leaderboard_val_bpb{")) gauge.push_back(line);
+  }
+  ASSERT_EQ(gauge.size(), 1u) << absl::StrJoin(gauge, "\n");
+  EXPECT_NE(gauge[0].find(absl::StrCat("job_id=\"", leases[0].job().id(), "\"")), std::string::npos) << gauge[0];
 }
 
 TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethodIsDenied) {
