@@ -48,6 +48,29 @@ class ControllerGrpcTest : public ::testing::Test {
     controller_ = std::move(*c);
     client_ = std::make_unique<Client>(controller_->address(), kUser, kWorker);
   }
+  // The lease tests' start: a controller with lease TTL `ttl`, a one-job sweep
+  // leased to w-1, and w-2 registered with nothing to do.
+  void LeaseOneJobToW1(double ttl, v1::LeaseJobResponse* l1) {
+    ASSERT_NO_FATAL_FAILURE(StartController(ttl, /*tick=*/0.05));
+    auto sub = client_->Submit({{"base", json::object()}});
+    client_->Register("w-1", 1);
+    client_->Register("w-2", 1);
+    ASSERT_TRUE(client_->Lease("w-1", 1, l1).ok());
+    ASSERT_EQ(l1->job().id(), sub.jobs(0).id());
+  }
+  // w-2 heartbeats and asks for work every 50 ms until it gets a job or
+  // `within` has passed (then the answer has no job).
+  v1::LeaseJobResponse LeaseToW2Within(std::chrono::milliseconds within) {
+    v1::LeaseJobResponse l2;
+    const auto deadline = std::chrono::steady_clock::now() + within;
+    while (l2.job().id().empty() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      v1::HeartbeatResponse hb;
+      EXPECT_TRUE(client_->Heartbeat("w-2", {}, &hb).ok());
+      EXPECT_TRUE(client_->Lease("w-2", 1, &l2).ok());
+    }
+    return l2;
+  }
   v1::LeaderboardResponse Leaderboard(const std::string& sweep_id) {
     v1::LeaderboardRequest req;
     req.set_sweep_id(sweep_id);
@@ -375,6 +398,46 @@ TEST_F(ControllerGrpcTest, LeaderboardRanksOnlyJobsWithinBudget) {
   EXPECT_NE(gauge[0].find(absl::StrCat("job_id=\"", leases[0].job().id(), "\"")), std::string::npos) << gauge[0];
 }
 
+// Issue 8 "heartbeats extend the lease": a 1 s lease kept alive by heartbeats
+// for 3.5 TTLs stays at attempt 1 with its fencing token, and another worker
+// asking all along gets nothing; once the heartbeats stop, it expires and the
+// other worker gets the job (attempt 2, a new token).
+TEST_F(ControllerGrpcTest, HeartbeatsKeepAShortLeaseAliveAndItsTokenUnchanged) {
+  v1::LeaseJobResponse l1;
+  ASSERT_NO_FATAL_FAILURE(LeaseOneJobToW1(/*ttl=*/1.0, &l1));
+  const auto start = std::chrono::steady_clock::now();
+  int beats = 0;
+  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(3500)) {
+    v1::HeartbeatResponse hb;
+    ASSERT_TRUE(client_->Heartbeat("w-1", {{l1.job().id(), l1.fencing_token()}}, &hb).ok());
+    ASSERT_EQ(hb.lost_job_ids_size(), 0) << "after " << beats << " heartbeats";
+    ++beats;
+    ASSERT_TRUE(client_->Heartbeat("w-2", {}, &hb).ok());
+    v1::LeaseJobResponse other;
+    ASSERT_TRUE(client_->Lease("w-2", 1, &other).ok());
+    ASSERT_TRUE(other.job().id().empty()) << "re-leased to w-2 after " << beats << " heartbeats";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto job = client_->GetJob(l1.job().id());
+  EXPECT_EQ(job.state(), v1::JOB_STATE_LEASED);
+  EXPECT_EQ(job.attempt(), 1);
+  EXPECT_EQ(job.fencing_token(), l1.fencing_token());
+  EXPECT_EQ(job.worker_id(), "w-1");
+  EXPECT_EQ(controller_->scheduler()->counters().leases_expired.load(), 0);
+
+  // w-1 goes silent: within a few TTLs the lease expires and w-2 gets the job.
+  const auto silent = std::chrono::steady_clock::now();
+  const v1::LeaseJobResponse l2 = LeaseToW2Within(std::chrono::seconds(10));
+  ASSERT_EQ(l2.job().id(), l1.job().id());
+  EXPECT_EQ(l2.job().attempt(), 2);
+  EXPECT_GT(l2.fencing_token(), l1.fencing_token());
+  EXPECT_GE(std::chrono::steady_clock::now() - silent, std::chrono::milliseconds(900));
+  EXPECT_EQ(controller_->scheduler()->counters().leases_expired.load(), 1);
+  v1::HeartbeatResponse hb;
+  ASSERT_TRUE(client_->Heartbeat("w-1", {{l1.job().id(), l1.fencing_token()}}, &hb).ok());
+  EXPECT_EQ(hb.lost_job_ids_size(), 1);
+}
+
 TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethodIsDenied) {
   StartController();
   v1::ListSweepsRequest req;
@@ -397,21 +460,10 @@ TEST_F(ControllerGrpcTest, WrongTokenIsUnauthenticatedAndUserTokenOnWorkerMethod
 }
 
 TEST_F(ControllerGrpcTest, SilentWorkerLosesItsLeaseAndTheJobIsLeasedAgainStaleCompletionRejected) {
-  StartController(/*ttl=*/0.5, /*tick=*/0.05);
-  auto sub = client_->Submit({{"base", json::object()}});
-  client_->Register("w-1", 1);
-  client_->Register("w-2", 1);
   v1::LeaseJobResponse l1;
-  ASSERT_TRUE(client_->Lease("w-1", 1, &l1).ok());
-  ASSERT_EQ(l1.job().id(), sub.jobs(0).id());
+  ASSERT_NO_FATAL_FAILURE(LeaseOneJobToW1(/*ttl=*/0.5, &l1));
   // w-1 goes silent. Within a few TTLs the job is back in the queue.
-  v1::LeaseJobResponse l2;
-  for (int i = 0; i < 100 && l2.job().id().empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    v1::HeartbeatResponse hb;
-    ASSERT_TRUE(client_->Heartbeat("w-2", {}, &hb).ok());
-    ASSERT_TRUE(client_->Lease("w-2", 1, &l2).ok());
-  }
+  const v1::LeaseJobResponse l2 = LeaseToW2Within(std::chrono::seconds(5));
   ASSERT_EQ(l2.job().id(), l1.job().id());
   EXPECT_EQ(l2.job().attempt(), 2);
   EXPECT_EQ(l2.job().worker_id(), "w-2");
