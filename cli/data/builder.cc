@@ -29,6 +29,12 @@ absl::Status FromLite(const LiteStatus& s) {
   return s.ok() ? absl::OkStatus() : absl::DataLossError(s.message());
 }
 
+// A failed write is I/O (disk full, file too large), not bad input: Unavailable,
+// as WriteFileAtomically reports it (`caddie data` exits 1, not 2).
+absl::Status FromLiteWrite(const LiteStatus& s) {
+  return s.ok() ? absl::OkStatus() : absl::UnavailableError(s.message());
+}
+
 // What the corpus depends on: sources (with size and mtime of user files), cap,
 // seed, validation fraction. Equal keys mean an equal corpus.
 absl::StatusOr<std::string> CorpusRecipe(const DataOptions& o) {
@@ -123,17 +129,32 @@ SplitSummary SplitFromJson(const json& j) {
   return s;
 }
 
-// Replaces `final_dir` with the complete `tmp_dir`.
+// Replaces `final_dir` with the complete `tmp_dir`. On failure `tmp_dir` is
+// removed and `final_dir` is what it was.
 absl::Status SwapDirectory(const fs::path& tmp_dir, const fs::path& final_dir) {
   std::error_code ec;
   const fs::path old = final_dir.parent_path() / absl::StrCat(".", final_dir.filename().string(),
                                                               ".old.", ::getpid());
+  // Left by a process of the same pid that died between the renames (pids repeat
+  // in containers): a non-empty one would make the rename below fail for ever.
+  fs::remove_all(old, ec);
+  bool moved_aside = false;
   if (fs::exists(final_dir)) {
     fs::rename(final_dir, old, ec);
-    if (ec) return absl::UnavailableError(absl::StrCat(final_dir.string(), ": cannot move aside: ", ec.message()));
+    if (ec) {
+      const std::string why = ec.message();
+      fs::remove_all(tmp_dir, ec);
+      return absl::UnavailableError(absl::StrCat(final_dir.string(), ": cannot move aside: ", why));
+    }
+    moved_aside = true;
   }
   fs::rename(tmp_dir, final_dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat(final_dir.string(), ": rename failed: ", ec.message()));
+  if (ec) {
+    const std::string why = ec.message();
+    fs::remove_all(tmp_dir, ec);
+    if (moved_aside) fs::rename(old, final_dir, ec);
+    return absl::UnavailableError(absl::StrCat(final_dir.string(), ": rename failed: ", why));
+  }
   fs::remove_all(old, ec);
   return absl::OkStatus();
 }
@@ -200,6 +221,7 @@ absl::StatusOr<VocabSummary> BuildVocab(const DataOptions& o, const Split& split
                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   vs.sp_vocab = model.sp_vocab_size;
+  vs.tokenizer_from_cache = model.from_cache;
   vs.byte_fallback = model.byte_fallback;
   vs.character_coverage = model.character_coverage;
   ASSIGN_OR_RETURN(auto sp, LoadTokenizerFromBytes(model.serialized));
@@ -216,7 +238,7 @@ absl::StatusOr<VocabSummary> BuildVocab(const DataOptions& o, const Split& split
                                               o.shard_tokens, threads, o.progress));
     ASSIGN_OR_RETURN(vs.train, WriteSplitShards(*sp, table, split.train, tmp.string(), "train",
                                                 o.shard_tokens, threads, o.progress));
-    RETURN_IF_ERROR(FromLite(WriteByteTable((tmp / "byte_table.json").string(), table)));
+    RETURN_IF_ERROR(FromLiteWrite(WriteByteTable((tmp / "byte_table.json").string(), table)));
     RETURN_IF_ERROR(WriteFileAtomically((tmp / "tokenizer.model").string(), model.serialized));
     RETURN_IF_ERROR(WriteFileAtomically((tmp / "tokenizer.vocab").string(), model.vocab_text));
     json meta = {
@@ -250,8 +272,9 @@ absl::StatusOr<VocabSummary> BuildVocab(const DataOptions& o, const Split& split
   };
   absl::Status s = build();
   if (!s.ok()) {
+    // Nothing half-written: the temp directory goes, `final_dir` stays as it was.
     fs::remove_all(tmp, ec);
-    return s;
+    return absl::Status(s.code(), absl::StrCat(final_dir.string(), ": ", s.message()));
   }
   RETURN_IF_ERROR(SwapDirectory(tmp, final_dir));
   return vs;
@@ -283,7 +306,7 @@ absl::StatusOr<SplitSummary> WriteSplitShards(const SpModel& sp,
   auto flush = [&]() -> absl::Status {
     if (buf.empty()) return absl::OkStatus();
     const std::string path = absl::StrFormat("%s/%s_%06d.bin", dir, split, sum.shards);
-    RETURN_IF_ERROR(FromLite(WriteShard(path, buf)));
+    RETURN_IF_ERROR(FromLiteWrite(WriteShard(path, buf)));
     ++sum.shards;
     buf.clear();
     return absl::OkStatus();
@@ -380,7 +403,8 @@ std::string FormatSummary(const DataSummary& s) {
     absl::StrAppend(&out, absl::StrFormat(
         "  vocab %d (%d pieces, %s)%s; val bytes counted by the byte table: %d, unk tokens: %d\n",
         v.vocab, v.sp_vocab, v.byte_fallback ? "byte fallback" : "no byte fallback",
-        v.up_to_date ? ", up to date" : "", v.val.table_bytes, v.val.unk_tokens + v.train.unk_tokens));
+        v.up_to_date ? ", up to date" : v.tokenizer_from_cache ? ", tokenizer from cache" : "",
+        v.val.table_bytes, v.val.unk_tokens + v.train.unk_tokens));
   }
   absl::StrAppend(&out, absl::StrFormat("done in %.1fs\n", s.seconds));
   return out;
@@ -458,7 +482,7 @@ absl::StatusOr<VocabSummary> ImportShards(const ImportOptions& o) {
     ASSIGN_OR_RETURN(std::string bytes, ReadFile(tok));
     RETURN_IF_ERROR(WriteFileAtomically((out / "tokenizer.model").string(), bytes));
   }
-  RETURN_IF_ERROR(FromLite(WriteByteTable((out / "byte_table.json").string(), table)));
+  RETURN_IF_ERROR(FromLiteWrite(WriteByteTable((out / "byte_table.json").string(), table)));
   json meta = {{"format", kFormat},
                {"name", out.filename().string()},
                {"imported_from", fs::absolute(dir).string()},

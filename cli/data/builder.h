@@ -48,6 +48,9 @@ struct VocabSummary {
   bool byte_fallback = true;
   double character_coverage = 0.999;
   bool up_to_date = false;  // nothing rebuilt
+  // The tokenizer was loaded from <cache>/tokenizers/ (same corpus and vocab), not
+  // trained; false when up_to_date (no tokenizer was needed).
+  bool tokenizer_from_cache = false;
   std::string dir;
   SplitSummary train, val;
 };
