@@ -23,6 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 std::string Env(const char* name) {
   const char* v = std::getenv(name);
@@ -51,18 +52,24 @@ std::vector<uint16_t> ReadSplit(const std::string& dir, const std::string& split
   return all;
 }
 
-// The val_bpb denominator must be exact: for every validation document, the bytes
-// the byte table counts equal the UTF-8 bytes of the text its tokens decode to.
-void CheckByteTableExact(int vocab) {
-  const std::string dir = TestData() + "/sp" + std::to_string(vocab);
-  ASSERT_FALSE(TestData().empty()) << "CADDIE_TESTDATA is not set";
+std::string Slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+nlohmann::json ReadMeta(const fs::path& dir) { return nlohmann::json::parse(Slurp(dir / "meta.json")); }
+
+// The val_bpb denominator must be exact: for every validation document of the
+// data directory `dir`, the bytes the byte table counts equal the UTF-8 bytes of
+// the text its tokens decode to.
+void CheckByteTableExact(const std::string& dir, int vocab, size_t min_val_tokens = 10000) {
   auto table = ReadByteTable(dir + "/byte_table.json");
   ASSERT_TRUE(table.ok()) << table.status().message();
   EXPECT_EQ(table->vocab_size(), vocab);
   auto sp = LoadTokenizer(dir + "/tokenizer.model");
   ASSERT_TRUE(sp.ok()) << sp.status().message();
   const std::vector<uint16_t> val = ReadSplit(dir, "val");
-  ASSERT_GT(val.size(), 10000u);
+  ASSERT_GT(val.size(), min_val_tokens);
   ASSERT_EQ(val[0], 1) << "every document starts with BOS";
 
   int64_t table_bytes = 0;
@@ -87,17 +94,269 @@ void CheckByteTableExact(int vocab) {
   EXPECT_EQ(table_bytes, TableBytes(*table, val));
 
   // meta.json agrees with the shards.
-  std::ifstream in(dir + "/meta.json");
-  const auto meta = nlohmann::json::parse(in);
+  const auto meta = ReadMeta(dir);
   EXPECT_EQ(meta["splits"]["val"]["docs"].get<int>(), docs);
   EXPECT_EQ(meta["splits"]["val"]["tokens"].get<int64_t>(), static_cast<int64_t>(val.size()));
   EXPECT_EQ(meta["splits"]["val"]["table_bytes"].get<int64_t>(), table_bytes);
   EXPECT_EQ(meta["vocab_size"].get<int>(), vocab);
 }
 
-TEST(ByteTableExact, Vocab256) { CheckByteTableExact(256); }
-TEST(ByteTableExact, Vocab1024) { CheckByteTableExact(1024); }
-TEST(ByteTableExact, Vocab4096) { CheckByteTableExact(4096); }
+void CheckFixtureByteTableExact(int vocab) {
+  ASSERT_FALSE(TestData().empty()) << "CADDIE_TESTDATA is not set";
+  CheckByteTableExact(TestData() + "/sp" + std::to_string(vocab), vocab);
+}
+
+TEST(ByteTableExact, Vocab256) { CheckFixtureByteTableExact(256); }
+TEST(ByteTableExact, Vocab1024) { CheckFixtureByteTableExact(1024); }
+TEST(ByteTableExact, Vocab4096) { CheckFixtureByteTableExact(4096); }
+
+// --- builds of their own on the fixture's 2 MB subset ---
+
+// The options the fixture builds with (tests/data/CMakeLists.txt: the built-in
+// corpus, --max-bytes 2000000, default seed and split), into `out`, with its own
+// tokenizer cache `cache` (so tokenizers are trained, not found).
+DataOptions SubsetOptions(const fs::path& out, const fs::path& cache, int vocab) {
+  DataOptions o;
+  o.vocabs = {vocab};
+  o.out_dir = out.string();
+  o.corpus = {"builtin"};
+  o.max_bytes = 2000000;
+  o.cache_dir = cache.string();
+  o.progress = false;
+  o.threads = 2;
+  return o;
+}
+
+// Copies the fixture's corpus (built by the same recipe) into `out`: a build there
+// takes it as up to date and never reads the downloads, which live in the fixture's
+// cache, not in `cache`.
+void CopyFixtureCorpus(const fs::path& out) {
+  fs::create_directories(out);
+  fs::copy(TestData() + "/corpus", out / "corpus", fs::copy_options::recursive);
+}
+
+// Every path under `dir` whose name says it is a temp or moved-aside leftover.
+std::vector<std::string> Leftovers(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp") != std::string::npos || name.find(".old.") != std::string::npos) {
+      out.push_back(e.path().string());
+    }
+  }
+  return out;
+}
+
+// Vocab 8192 on the 2 MB subset: exact byte table, the same validation bytes as
+// every other vocab, and more pieces than 4096 (hard_vocab_limit=false would give
+// fewer only if the text ran out of merges; see the next test).
+TEST(Vocab8192, BuiltOnTheSubsetWithAnExactByteTable) {
+  const fs::path dir = TempDir("v8192");
+  CopyFixtureCorpus(dir / "out");
+  auto s = BuildData(SubsetOptions(dir / "out", dir / "cache", 8192));
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  ASSERT_EQ(s->vocabs.size(), 1u);
+  const VocabSummary& v = s->vocabs[0];
+  EXPECT_FALSE(v.tokenizer_from_cache) << "trained into a fresh cache";
+  const std::string out = (dir / "out" / "sp8192").string();
+  CheckByteTableExact(out, 8192);
+
+  const auto meta = ReadMeta(out);
+  const auto fixture = ReadMeta(TestData() + "/sp4096");
+  EXPECT_EQ(meta["corpus_hash"], fixture["corpus_hash"]) << "the fixture's corpus";
+  EXPECT_EQ(meta["requested_vocab_size"].get<int>(), 8192);
+  EXPECT_EQ(meta["tokenizer"]["hard_vocab_limit"].get<bool>(), false);
+  EXPECT_TRUE(meta["byte_fallback"].get<bool>());
+  auto sp = LoadTokenizer(out + "/tokenizer.model");
+  ASSERT_TRUE(sp.ok());
+  EXPECT_EQ((*sp)->PieceSize(), v.sp_vocab);
+  EXPECT_EQ(meta["sp_vocab_size"].get<int>(), v.sp_vocab);
+  EXPECT_LE(v.sp_vocab, 8192);
+  EXPECT_GT(v.sp_vocab, fixture["sp_vocab_size"].get<int>());
+  EXPECT_EQ(v.val.unk_tokens + v.train.unk_tokens, 0);
+
+  // val_bpb's denominator does not depend on the vocab; the bigger vocab needs
+  // fewer tokens for it.
+  auto table = ReadByteTable(out + "/byte_table.json");
+  auto table4096 = ReadByteTable(TestData() + "/sp4096/byte_table.json");
+  ASSERT_TRUE(table.ok() && table4096.ok());
+  const auto val = ReadSplit(out, "val");
+  const auto val4096 = ReadSplit(TestData() + "/sp4096", "val");
+  EXPECT_EQ(TableBytes(*table, val), TableBytes(*table4096, val4096));
+  EXPECT_LT(val.size(), val4096.size());
+  EXPECT_THAT(Leftovers(dir / "out"), ::testing::IsEmpty());
+  fs::remove_all(dir);
+}
+
+// Too little text for 8192 pieces: hard_vocab_limit=false gives a smaller model
+// (sp_vocab_size < 8192) instead of failing, and the byte table keeps the
+// requested size, ids past the model being boundaries of 0 bytes (tokenizer.h).
+TEST(Vocab8192, TooLittleTextGivesFewerPiecesAndAFullSizeTable) {
+  const fs::path dir = TempDir("v8192tiny");
+  {
+    auto train = ReadJsonl(TestData() + "/corpus/train.jsonl");
+    ASSERT_TRUE(train.ok());
+    std::ofstream f(dir / "docs.jsonl");
+    for (size_t i = 0; i < 30 && i < train->size(); ++i) {
+      f << nlohmann::json({{"text", (*train)[i].text.substr(0, 600)}})
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+        << "\n";
+    }
+  }
+  DataOptions o;
+  o.vocabs = {8192};
+  o.out_dir = (dir / "out").string();
+  o.corpus = {(dir / "docs.jsonl").string()};
+  o.cache_dir = (dir / "cache").string();
+  o.val_fraction = 0.2;
+  o.progress = false;
+  auto s = BuildData(o);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  const VocabSummary& v = s->vocabs[0];
+  EXPECT_LT(v.sp_vocab, 8192);
+  EXPECT_GT(v.sp_vocab, 4 + 256) << "specials and byte pieces at least";
+  const std::string out = (dir / "out" / "sp8192").string();
+  CheckByteTableExact(out, 8192, 500);
+  const auto meta = ReadMeta(out);
+  EXPECT_EQ(meta["vocab_size"].get<int>(), 8192);
+  EXPECT_EQ(meta["sp_vocab_size"].get<int>(), v.sp_vocab);
+  auto table = ReadByteTable(out + "/byte_table.json");
+  ASSERT_TRUE(table.ok());
+  for (int id = v.sp_vocab; id < 8192; ++id) {
+    ASSERT_EQ(table->is_boundary[id], 1) << id;
+    ASSERT_EQ(table->base_bytes[id], 0) << id;
+  }
+  for (uint16_t t : ReadSplit(out, "val")) ASSERT_LT(t, v.sp_vocab);
+  fs::remove_all(dir);
+}
+
+// The tokenizer cache is keyed by corpus and vocab, not by output directory: a
+// second build of the same corpus and vocab into a new directory loads the
+// trained model (and says so) and writes the same bytes; another vocab trains.
+TEST(TokenizerCache, SameCorpusAndVocabInANewDirComeFromTheCache) {
+  const fs::path dir = TempDir("tokcache");
+  const fs::path cache = dir / "cache";
+  for (const char* out : {"a", "b", "c"}) CopyFixtureCorpus(dir / out);
+  auto first = BuildData(SubsetOptions(dir / "a", cache, 512));
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  EXPECT_FALSE(first->vocabs[0].tokenizer_from_cache);
+  EXPECT_FALSE(first->vocabs[0].up_to_date);
+  EXPECT_THAT(FormatSummary(*first), Not(HasSubstr("tokenizer from cache")));
+
+  auto second = BuildData(SubsetOptions(dir / "b", cache, 512));
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  EXPECT_TRUE(second->vocabs[0].tokenizer_from_cache);
+  EXPECT_FALSE(second->vocabs[0].up_to_date) << "a new directory: shards written";
+  EXPECT_THAT(FormatSummary(*second), HasSubstr("vocab 512 (512 pieces, byte fallback), tokenizer from cache"));
+  for (const char* f : {"tokenizer.model", "tokenizer.vocab", "byte_table.json", "val_000000.bin",
+                        "train_000000.bin"}) {
+    const std::string a = Slurp(dir / "a" / "sp512" / f);
+    EXPECT_FALSE(a.empty()) << f;
+    EXPECT_TRUE(a == Slurp(dir / "b" / "sp512" / f)) << f << " differs between the two builds";
+  }
+  EXPECT_EQ(ReadMeta(dir / "b" / "sp512")["character_coverage"], ReadMeta(dir / "a" / "sp512")["character_coverage"]);
+
+  auto other = BuildData(SubsetOptions(dir / "c", cache, 640));
+  ASSERT_TRUE(other.ok()) << other.status().message();
+  EXPECT_FALSE(other->vocabs[0].tokenizer_from_cache) << "another vocab is another tokenizer";
+  EXPECT_EQ(other->vocabs[0].sp_vocab, 640);
+  int models = 0;
+  for (const auto& e : fs::directory_iterator(cache / "tokenizers")) models += e.path().extension() == ".model";
+  EXPECT_EQ(models, 2) << "one model per vocab";
+  fs::remove_all(dir);
+}
+
+// A build that fails partway (here the file-size limit a full disk would also
+// impose: ulimit -f, which holds for root too, with SIGXFSZ ignored so the write
+// returns EFBIG) leaves nothing half-written: no sp<V>/, no temp directory or
+// file, an existing complete sp<V>/ unchanged; the error names the file and
+// `caddie data` exits 1 (an I/O error, not bad input).
+TEST(Build, FailedWriteLeavesNothingHalfWritten) {
+  const std::string bin = Env("CADDIE_BINARY_DIR") + "/cli/data/caddie-dataprep";
+  ASSERT_TRUE(fs::exists(bin)) << bin;
+  const fs::path dir = TempDir("failwrite");
+  const fs::path cache = dir / "cache";
+  // A complete build first: it puts the tokenizer in the cache, so the failing
+  // runs write nothing (corpus up to date, tokenizer cached) before the val shard.
+  CopyFixtureCorpus(dir / "done");
+  ASSERT_TRUE(BuildData(SubsetOptions(dir / "done", cache, 512)).ok());
+  const fs::path done = dir / "done" / "sp512";
+  const auto val_bytes = fs::file_size(done / "val_000000.bin");
+  ASSERT_GT(val_bytes, 40u * 1024);
+  const std::string limit_kb = std::to_string(val_bytes / 1024 / 2);  // half the val shard
+  auto run = [&](const fs::path& out, const std::string& extra) {
+    const std::string cmd = "bash -c 'trap \"\" XFSZ; ulimit -f " + limit_kb + "; exec \"$0\" \"$@\"' " +
+                            bin + " data --vocab 512 --max-bytes 2000000 --threads 2 --quiet --out " +
+                            out.string() + " --cache-dir " + cache.string() + extra + " >" +
+                            (dir / "stdout.txt").string() + " 2>" + (dir / "stderr.txt").string();
+    const int rc = std::system(cmd.c_str());
+    EXPECT_TRUE(WIFEXITED(rc));
+    return WEXITSTATUS(rc);
+  };
+
+  // A new directory: no sp512/ appears.
+  CopyFixtureCorpus(dir / "new");
+  const std::string corpus_before = Slurp(dir / "new" / "corpus" / "val.jsonl");
+  EXPECT_EQ(run(dir / "new", ""), 1);
+  const std::string err = Slurp(dir / "stderr.txt");
+  EXPECT_THAT(err, HasSubstr("caddie data: " + (dir / "new" / "sp512").string() + ": "));
+  EXPECT_THAT(err, HasSubstr("val_000000.bin"));
+  EXPECT_THAT(err, HasSubstr("File too large"));
+  EXPECT_EQ(Slurp(dir / "stdout.txt"), "") << "no summary for a failed build";
+  EXPECT_FALSE(fs::exists(dir / "new" / "sp512"));
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir / "new")) names.insert(e.path().filename().string());
+  EXPECT_EQ(names, std::set<std::string>{"corpus"});
+  EXPECT_THAT(Leftovers(dir / "new"), ::testing::IsEmpty());
+  EXPECT_EQ(Slurp(dir / "new" / "corpus" / "val.jsonl"), corpus_before);
+
+  // A rebuild of a complete directory (another shard size: another build key)
+  // that fails keeps the old one whole.
+  const std::string meta_before = Slurp(done / "meta.json");
+  const std::string val_before = Slurp(done / "val_000000.bin");
+  EXPECT_EQ(run(dir / "done", " --shard-tokens 40000"), 1);
+  EXPECT_THAT(Slurp(dir / "stderr.txt"), HasSubstr("File too large"));
+  EXPECT_EQ(Slurp(done / "meta.json"), meta_before);
+  EXPECT_EQ(Slurp(done / "val_000000.bin"), val_before);
+  EXPECT_THAT(Leftovers(dir / "done"), ::testing::IsEmpty());
+  EXPECT_THAT(Leftovers(cache), ::testing::IsEmpty());
+  auto again = BuildData(SubsetOptions(dir / "done", cache, 512));
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_TRUE(again->vocabs[0].up_to_date) << "the old directory is still complete and current";
+  fs::remove_all(dir);
+}
+
+// A process of the same pid (pids repeat in containers) that died between the
+// final renames left `.sp<V>.old.<pid>/` behind: the next build still replaces
+// sp<V>/ and leaves nothing behind.
+TEST(Build, StaleMovedAsideDirectoryDoesNotBlockARebuild) {
+  const fs::path dir = TempDir("staleold");
+  {
+    std::ofstream f(dir / "docs.jsonl");
+    for (int i = 0; i < 40; ++i) {
+      f << R"({"text": "Entry )" << i << R"( of the log: the ship sailed 12 leagues north and sighted 3 whales."})"
+        << "\n";
+    }
+  }
+  DataOptions o;
+  o.vocabs = {300};
+  o.out_dir = (dir / "out").string();
+  o.corpus = {(dir / "docs.jsonl").string()};
+  o.cache_dir = (dir / "cache").string();
+  o.val_fraction = 0.2;
+  o.progress = false;
+  ASSERT_TRUE(BuildData(o).ok());
+  const fs::path stale = dir / "out" / (".sp300.old." + std::to_string(::getpid()));
+  fs::create_directories(stale);
+  std::ofstream(stale / "meta.json") << "{}";
+  o.force = true;
+  auto s = BuildData(o);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_FALSE(s->vocabs[0].up_to_date);
+  EXPECT_TRUE(fs::exists(dir / "out" / "sp300" / "meta.json"));
+  EXPECT_THAT(Leftovers(dir / "out"), ::testing::IsEmpty());
+  fs::remove_all(dir);
+}
 
 // val_bpb is tokenizer-independent only if every vocab counts the same bytes:
 // the byte table totals over the validation split agree across vocab sizes.
