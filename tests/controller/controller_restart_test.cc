@@ -1,8 +1,11 @@
 // caddie-controller as a real process, SIGKILLed between transitions and
 // restarted on the same SQLite file: nothing is lost, the queue survives, every
 // lease is intact, every job runs exactly once (issues 8 and 15).
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -17,13 +20,14 @@ using nlohmann::json;
 
 constexpr char kUser[] = "u-token";
 constexpr char kWorker[] = "w-token";
+constexpr int kGraceSeconds = 2;  // --shutdown-grace
 
 class ControllerRestartTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = caddie::testing::TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
     proc_ = std::make_unique<ControllerProcess>(dir_ + "/caddie.db", dir_ + "/controller.log",
-                                                std::vector<std::string>{"--shutdown-grace", "2"});
+                                                std::vector<std::string>{"--shutdown-grace", std::to_string(kGraceSeconds)});
   }
   void TearDown() override {
     proc_.reset();
@@ -31,9 +35,9 @@ class ControllerRestartTest : public ::testing::Test {
   }
   // (Re)starts the process and points client_ at it.
   void Start() {
-    const std::string addr = proc_->Start(kUser, kWorker);
-    ASSERT_FALSE(addr.empty());
-    client_ = std::make_unique<Client>(addr, kUser, kWorker);
+    addr_ = proc_->Start(kUser, kWorker);
+    ASSERT_FALSE(addr_.empty());
+    client_ = std::make_unique<Client>(addr_, kUser, kWorker);
   }
   void KillAndRestart() {
     auto st = proc_->Kill(SIGKILL);
@@ -41,6 +45,7 @@ class ControllerRestartTest : public ::testing::Test {
     Start();
   }
   std::string dir_;
+  std::string addr_;  // of the last start
   std::unique_ptr<ControllerProcess> proc_;
   std::unique_ptr<Client> client_;
 };
@@ -132,25 +137,99 @@ TEST_F(ControllerRestartTest, SigkillWith30QueuedAnd2RunningLosesNothingAndEachJ
   EXPECT_EQ(ran.size(), 32u);
 }
 
-TEST_F(ControllerRestartTest, SigtermExitsCleanlyAndRestartResumes) {
+// SIGTERM with a WatchJob stream open (an in-flight call that never ends by
+// itself): the controller refuses new calls at once, gives in-flight ones the
+// --shutdown-grace, then gRPC cuts off what is left — the stream ends
+// UNAVAILABLE at the grace, the process exits 0 just after, and nothing listens
+// on the port. The restarted controller has the lease and the events, and a new
+// watch ends OK once the job completes.
+TEST_F(ControllerRestartTest, SigtermEndsAnOpenWatchAtTheGraceExits0AndRestartResumes) {
   ASSERT_NO_FATAL_FAILURE(Start());
   auto sub = client_->Submit({{"base", json::object()}});
   client_->Register("w-1", 1);
   v1::LeaseJobResponse l;
   ASSERT_TRUE(client_->Lease("w-1", 1, &l).ok());
+  v1::ReportEventsResponse r;
+  ASSERT_TRUE(client_->Report("w-1", l.job().id(), l.fencing_token(), {{{"event", "start"}}}, 1, &r).ok());
+
+  v1::WatchJobRequest wreq;
+  wreq.set_job_id(l.job().id());
+  auto wctx = client_->UserCtx();
+  auto reader = client_->user()->WatchJob(wctx.get(), wreq);
+  v1::WatchJobResponse first;
+  ASSERT_TRUE(reader->Read(&first));  // the stream is open and serving
+  EXPECT_EQ(first.job().state(), v1::JOB_STATE_RUNNING);
+  ASSERT_EQ(first.events_size(), 1);
+  grpc::Status watch_status;
+  std::chrono::steady_clock::time_point watch_ended;
+  std::atomic<bool> watch_done{false};
+  std::thread watcher([&] {
+    caddie::testing::ReadWatch(reader.get());
+    watch_status = reader->Finish();
+    watch_ended = std::chrono::steady_clock::now();
+    watch_done = true;
+  });
+  // A call on a new connection: UNAVAILABLE once nothing takes it (refused at
+  // once, not a deadline spent waiting for an answer).
+  auto new_call = [&] {
+    Client fresh(addr_, kUser, kWorker);
+    auto ctx = Client::Ctx(kUser);
+    ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    v1::ListSweepsRequest req;
+    v1::ListSweepsResponse resp;
+    return fresh.user()->ListSweeps(ctx.get(), req, &resp).error_code();
+  };
+
   const auto t0 = std::chrono::steady_clock::now();
-  auto st = proc_->Kill(SIGTERM);
+  proc_->Signal(SIGTERM);
+  // It stops accepting at once, while the open stream still has its grace.
+  grpc::StatusCode during = grpc::StatusCode::OK;
+  while (during != grpc::StatusCode::UNAVAILABLE && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1)) {
+    during = new_call();
+  }
+  EXPECT_EQ(during, grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(proc_->Running());
+  EXPECT_FALSE(watch_done.load());
+
+  auto st = proc_->Wait(std::chrono::seconds(kGraceSeconds + 5));
+  const auto exited = std::chrono::steady_clock::now();
+  watcher.join();
   ASSERT_TRUE(st.has_value());
-  EXPECT_TRUE(st->ok()) << st->ToString();
-  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  EXPECT_TRUE(st->ok()) << st->ToString();  // exit 0, not our SIGKILL after grace + 5 s
+  EXPECT_LT(exited - t0, std::chrono::seconds(kGraceSeconds + 3));
+  // The open stream kept its grace, then gRPC cut it off: UNAVAILABLE
+  // ("Cancelling all calls"), on which `caddie watch` resumes (CANCELLED would
+  // read there as the user's Ctrl-C).
+  EXPECT_EQ(watch_status.error_code(), grpc::StatusCode::UNAVAILABLE) << watch_status.error_message();
+  EXPECT_GE(watch_ended - t0, std::chrono::milliseconds(kGraceSeconds * 1000 - 200));
+  EXPECT_LE(watch_ended, exited + std::chrono::milliseconds(500));
+  // Gone: nothing listens on its address.
+  EXPECT_EQ(new_call(), grpc::StatusCode::UNAVAILABLE);
+
   ASSERT_NO_FATAL_FAILURE(Start());
   auto job = client_->GetJob(l.job().id());
-  EXPECT_EQ(job.state(), v1::JOB_STATE_LEASED);
+  EXPECT_EQ(job.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(job.attempt(), 1);
   EXPECT_EQ(job.fencing_token(), l.fencing_token());
+  v1::HeartbeatResponse hb;
+  ASSERT_TRUE(client_->Heartbeat("w-1", {{l.job().id(), l.fencing_token()}}, &hb).ok());
+  EXPECT_EQ(hb.lost_job_ids_size(), 0);
+  EXPECT_FALSE(hb.reregister());
+  // A watch on the restarted controller replays the stored event and ends OK
+  // with the completion.
+  auto wctx2 = client_->UserCtx();
+  auto reader2 = client_->user()->WatchJob(wctx2.get(), wreq);
+  v1::WatchJobResponse replay;
+  ASSERT_TRUE(reader2->Read(&replay));
+  ASSERT_EQ(replay.events_size(), 1);
+  EXPECT_EQ(replay.events(0).type(), "start");
   v1::CompleteJobResponse c;
-  EXPECT_TRUE(client_->Complete("w-1", l.job().id(), l.fencing_token(), v1::JOB_STATE_SUCCEEDED,
+  ASSERT_TRUE(client_->Complete("w-1", l.job().id(), l.fencing_token(), v1::JOB_STATE_SUCCEEDED,
                                 v1::EXIT_REASON_COMPLETED, 1.2, &c)
                   .ok());
+  const caddie::testing::WatchSeen rest = caddie::testing::ReadWatch(reader2.get());
+  EXPECT_TRUE(reader2->Finish().ok());
+  EXPECT_EQ(rest.last, v1::JOB_STATE_SUCCEEDED);
 }
 
 TEST_F(ControllerRestartTest, BadDatabasePathExitsWithCode2AndAMessage) {

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -235,14 +236,36 @@ class ControllerProcess {
     return "";
   }
 
-  // Sends `sig` and reaps; returns the exit status.
-  std::optional<ExitStatus> Kill(int sig) {
+  // Sends `sig`; the process goes on until it exits (Wait reaps it).
+  void Signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  // Started and not exited yet (does not reap).
+  bool Running() const {
+    siginfo_t info{};
+    return pid_ > 0 && waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+           info.si_pid == 0;
+  }
+  // Waits for the process to exit and reaps it; one still running `within`
+  // from now gets SIGKILL (and so reads as killed by it). nullopt when none runs.
+  std::optional<ExitStatus> Wait(std::chrono::milliseconds within = std::chrono::milliseconds::max()) {
     if (pid_ <= 0) return std::nullopt;
-    ::kill(pid_, sig);
+    if (within != std::chrono::milliseconds::max()) {
+      const auto deadline = std::chrono::steady_clock::now() + within;
+      while (Running() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (Running()) ::kill(pid_, SIGKILL);
+    }
     int ws = 0;
     waitpid(pid_, &ws, 0);
     pid_ = -1;
     return DecodeWaitStatus(ws);
+  }
+  // Signal(sig), then Wait(within): the exit status.
+  std::optional<ExitStatus> Kill(int sig, std::chrono::milliseconds within = std::chrono::milliseconds::max()) {
+    Signal(sig);
+    return Wait(within);
   }
 
  private:
