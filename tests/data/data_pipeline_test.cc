@@ -147,6 +147,18 @@ std::vector<std::string> Leftovers(const fs::path& dir) {
   return out;
 }
 
+// A build of `<dir>/docs.jsonl` into `<dir>/out`, tokenizers cached in `<dir>/cache`.
+DataOptions UserCorpusOptions(const fs::path& dir, int vocab) {
+  DataOptions o;
+  o.vocabs = {vocab};
+  o.out_dir = (dir / "out").string();
+  o.corpus = {(dir / "docs.jsonl").string()};
+  o.cache_dir = (dir / "cache").string();
+  o.val_fraction = 0.2;
+  o.progress = false;
+  return o;
+}
+
 // Vocab 8192 on the 2 MB subset: exact byte table, the same validation bytes as
 // every other vocab, and more pieces than 4096 (hard_vocab_limit=false would give
 // fewer only if the text ran out of merges; see the next test).
@@ -203,14 +215,7 @@ TEST(Vocab8192, TooLittleTextGivesFewerPiecesAndAFullSizeTable) {
         << "\n";
     }
   }
-  DataOptions o;
-  o.vocabs = {8192};
-  o.out_dir = (dir / "out").string();
-  o.corpus = {(dir / "docs.jsonl").string()};
-  o.cache_dir = (dir / "cache").string();
-  o.val_fraction = 0.2;
-  o.progress = false;
-  auto s = BuildData(o);
+  auto s = BuildData(UserCorpusOptions(dir, 8192));
   ASSERT_TRUE(s.ok()) << s.status().message();
   const VocabSummary& v = s->vocabs[0];
   EXPECT_LT(v.sp_vocab, 8192);
@@ -338,13 +343,7 @@ TEST(Build, StaleMovedAsideDirectoryDoesNotBlockARebuild) {
         << "\n";
     }
   }
-  DataOptions o;
-  o.vocabs = {300};
-  o.out_dir = (dir / "out").string();
-  o.corpus = {(dir / "docs.jsonl").string()};
-  o.cache_dir = (dir / "cache").string();
-  o.val_fraction = 0.2;
-  o.progress = false;
+  DataOptions o = UserCorpusOptions(dir, 300);
   ASSERT_TRUE(BuildData(o).ok());
   const fs::path stale = dir / "out" / (".sp300.old." + std::to_string(::getpid()));
   fs::create_directories(stale);
