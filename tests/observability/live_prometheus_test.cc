@@ -143,9 +143,23 @@ class PromApi {
   httplib::Client client_;
 };
 
+// Data = at least one sample that is a number: a result that is all NaN (0/0,
+// e.g. a utilisation over zero GPUs) is what Grafana shows as "NaN" — no data.
 bool HasData(const json& j) {
-  return j.value("status", "") == "success" && j.contains("data") &&
-         !j["data"]["result"].empty();
+  if (j.value("status", "") != "success" || !j.contains("data")) return false;
+  for (const auto& r : j["data"]["result"]) {
+    if (r.contains("value") && r["value"].size() == 2) {
+      const std::string v = r["value"][1].get<std::string>();
+      if (v != "NaN" && v != "+Inf" && v != "-Inf") return true;
+    }
+    if (r.contains("values"))
+      for (const auto& p : r["values"])
+        if (p.size() == 2 && p[1].get<std::string>() != "NaN") return true;
+  }
+  // A scalar result ("resultType": "scalar") is [t, "v"].
+  const auto& res = j["data"]["result"];
+  if (res.is_array() && res.size() == 2 && res[1].is_string()) return res[1].get<std::string>() != "NaN";
+  return false;
 }
 
 // Grafana's variables, as they would be on an "All" selection, so the
@@ -232,7 +246,7 @@ class LivePrometheusTest : public ::testing::Test {
                             "--trainer",
                             (BinaryDir() / "tests/fake_trainer/caddie-fake-train").string(),
                             "--token-file", (dir_.path() / "worker.token").string(),
-                            "--name", "obs-worker", "--gpus", "0", "--cpu-slots", "1"},
+                            "--name", "obs-worker", "--gpus", "1", "--cpu-slots", "1"},
                            dir_.path() / "worker.log", {{"CADDIE_FAKE_TRAIN", plan.dump()}})
                     .ok());
     ASSERT_TRUE(WaitHttpOk(worker_http_, "/healthz", std::chrono::seconds(30), &worker_))
