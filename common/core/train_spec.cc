@@ -195,6 +195,15 @@ LiteStatusOr<TrainSpec> ParseTrainSpec(const nlohmann::json& j) {
     LiteStatus s = SetField(*field, it.value(), spec);
     if (!s.ok()) return s;
   }
+  // QAT trains for one width: unless export_bits is given, export at that width.
+  if (spec.qat_bits >= 2 && !j.contains("export_bits")) {  // 1 is refused below
+    if (spec.qat_bits == 7) {
+      return LiteStatus::Error(
+          "qat_bits = 7 needs export_bits: export_bits follows qat_bits when it is not set, and 7 "
+          "is not an export width (one of 2,3,4,5,6,8)");
+    }
+    spec.export_bits = spec.qat_bits;
+  }
   LiteStatus s = ValidateTrainSpec(spec);
   if (!s.ok()) return s;
   return spec;

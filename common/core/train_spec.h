@@ -69,7 +69,9 @@ struct TrainSpec {
   // --- Quantisation / artifact (issue 6) ---
   int64_t qat_bits = 0;           // 0 = off, else 2..8
   double qat_start_frac = 0.0;    // QAT switches on after this fraction of the time budget
-  int64_t export_bits = 8;        // 2,3,4,5,6,8
+  // 2,3,4,5,6,8. ParseTrainSpec: a spec with qat_bits > 0 and no "export_bits" key exports
+  // at qat_bits (the width QAT trained for); an explicit export_bits always wins.
+  int64_t export_bits = 8;
   std::string compression = "zstd";  // zstd | zlib
   int64_t zstd_level = 22;
 
@@ -90,7 +92,9 @@ struct TrainSpec {
   std::string seq_len_schedule;   // "" = fixed; "LEN:FRAC,LEN:FRAC" = use LEN until FRAC of the budget
 };
 
-// Parses a JSON object. Missing keys take their defaults. Errors (message names the key):
+// Parses a JSON object. Missing keys take their defaults, except export_bits, which follows
+// qat_bits when QAT is on (qat_bits 7, not an export width, then needs an explicit
+// export_bits). Errors (message names the key):
 // not an object, unknown key (with the closest known key suggested), wrong JSON type,
 // value out of range, inconsistent combination (see ValidateTrainSpec).
 LiteStatusOr<TrainSpec> ParseTrainSpec(const nlohmann::json& j);

@@ -104,6 +104,45 @@ TEST(TrainSpecTest, CrossKeyConstraints) {
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "256:x"})"), HasSubstr("bad stage \"256:x\""));
 }
 
+// QAT trains for one width; export uses it unless export_bits says otherwise.
+TEST(TrainSpecTest, ExportBitsFollowQatBitsUnlessGiven) {
+  auto r = ParseTrainSpecText("{}");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->export_bits, 8);  // no QAT: the baseline's int8
+  for (int bits : {2, 3, 4, 5, 6, 8}) {
+    r = ParseTrainSpecText(R"({"qat_bits": )" + std::to_string(bits) + "}");
+    ASSERT_TRUE(r.ok()) << bits << ": " << r.status().message();
+    EXPECT_EQ(r->export_bits, bits);
+    EXPECT_EQ(ToJson(*r)["export_bits"], bits);  // the resolved spec says what export does
+  }
+  r = ParseTrainSpecText(R"({"qat_bits": 4, "export_bits": 6})");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->export_bits, 6);  // explicit wins
+  r = ParseTrainSpecText(R"({"qat_bits": 4, "export_bits": 8})");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->export_bits, 8);  // also when it is the default value
+  r = ParseTrainSpecText(R"({"qat_bits": 0, "export_bits": 4})");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->export_bits, 4);
+  r = ParseTrainSpecText(R"({"qat_bits": 0})");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->export_bits, 8);
+  // The resolved spec parses back to the same spec, and its diff names both keys.
+  r = ParseTrainSpecText(R"({"qat_bits": 4})");
+  ASSERT_TRUE(r.ok());
+  auto again = ParseTrainSpec(ToJson(*r));
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(ToJson(*again), ToJson(*r));
+  EXPECT_THAT(NonDefaultKeys(*r), ::testing::ElementsAre("qat_bits", "export_bits"));
+  // 7 bits trains but does not export: the message names both keys.
+  EXPECT_EQ(ErrorOf(R"({"qat_bits": 7})"),
+            "qat_bits = 7 needs export_bits: export_bits follows qat_bits when it is not set, and 7 "
+            "is not an export width (one of 2,3,4,5,6,8)");
+  r = ParseTrainSpecText(R"({"qat_bits": 7, "export_bits": 8})");
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_EQ(r->export_bits, 8);
+}
+
 TEST(TrainSpecTest, ValidateCatchesSpecsBuiltInCode) {
   TrainSpec s;
   s.num_layers = 0;
