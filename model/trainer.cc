@@ -387,23 +387,32 @@ int64_t GradAccumSteps(const TrainSpec& spec, int world) {
 // Optimizers: Muon for block matrices, Adam for embeddings / head / scalars.
 // ---------------------------------------------------------------------------
 
+// Step-event fields added after common/core/events.h (docs/contracts.md lists them; they
+// belong there with the others, which this change does not touch).
+constexpr char kLrMatrix[] = "lr_matrix";
+constexpr char kLrEmbed[] = "lr_embed";
+constexpr char kLrHead[] = "lr_head";
+constexpr char kLrScalar[] = "lr_scalar";
+constexpr char kQatBitsNow[] = "qat_bits";
+
 struct Optimizers {
   struct AdamGroup {
     std::unique_ptr<torch::optim::Adam> opt;
     double base_lr;
+    const char* event_key;  // its absolute lr in step events
   };
   std::vector<AdamGroup> adams;
   std::unique_ptr<Muon> muon;
   double muon_base_lr = 0;
 
   Optimizers(Gpt& model, const TrainSpec& s, torch::ScalarType ns_dtype) {
-    auto adam = [&](std::vector<torch::Tensor> params, double lr) {
+    auto adam = [&](std::vector<torch::Tensor> params, double lr, const char* key) {
       auto o = torch::optim::AdamOptions(lr).betas({s.beta1, s.beta2}).eps(s.adam_eps);
-      adams.push_back({std::make_unique<torch::optim::Adam>(std::move(params), o), lr});
+      adams.push_back({std::make_unique<torch::optim::Adam>(std::move(params), o), lr, key});
     };
-    adam({model->tok_emb->weight}, s.tie_embeddings ? s.tied_embed_lr : s.embed_lr);
-    if (!s.tie_embeddings) adam({model->lm_head->weight}, s.head_lr);
-    adam(model->ScalarParams(), s.scalar_lr);
+    adam({model->tok_emb->weight}, s.tie_embeddings ? s.tied_embed_lr : s.embed_lr, kLrEmbed);
+    if (!s.tie_embeddings) adam({model->lm_head->weight}, s.head_lr, kLrHead);
+    adam(model->ScalarParams(), s.scalar_lr, kLrScalar);
     muon = std::make_unique<Muon>(model->MatrixParams(), s.matrix_lr, s.muon_momentum,
                                   s.muon_backend_steps, ns_dtype);
     muon_base_lr = s.matrix_lr;
@@ -415,6 +424,15 @@ struct Optimizers {
       }
     }
     muon->lr = muon_base_lr * scale;
+  }
+  // The learning rates in force, read back from the optimizers: lr_matrix (Muon),
+  // lr_embed, lr_head (untied only), lr_scalar.
+  json Lrs() const {
+    json j = {{kLrMatrix, muon->lr}};
+    for (const auto& a : adams) {
+      j[a.event_key] = static_cast<const torch::optim::AdamOptions&>(a.opt->param_groups()[0].options()).lr();
+    }
+    return j;
   }
   void Step(Dist& dist) {
     for (auto& a : adams) a.opt->step();
@@ -609,7 +627,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   std::optional<int64_t> stop_after;
   std::string exit_reason = events::kCompleted;
   double last_val_loss = NAN, last_val_bpb = NAN;
-  int64_t step = 0, tokens_since_log = 0;
+  int64_t step = 0, tokens_since_log = 0, steps_since_log = 0;
   double log_t0_ms = 0;
   sync();
   auto t0 = Clock::now();
@@ -653,6 +671,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
     ZeroGrads(model);
     profiler.AfterStep(step);
     ++step;
+    ++steps_since_log;
     tokens_since_log += spec.train_batch_tokens;
 
     // One rank agrees with no one: it reads the loss back (a host sync) only on log steps
@@ -682,15 +701,21 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
       exit_reason = term_hit ? events::kTerminated : events::kTimeBudget;
     }
     if (spec.log_every > 0 && (step <= 10 || step % spec.log_every == 0 || stop_after)) {
+      // tokens_per_s and step_ms: over the steps since the previous step event (training
+      // clock: evaluation excluded); the run's mean is 1000 * train_time_s / step.
       const double dt = std::max(approx_ms - log_t0_ms, 1e-6);
-      log.Emit(events::kStep, {{events::kStepNum, step},
-                               {events::kTrainLoss, loss},
-                               {events::kLrScale, scale},
-                               {events::kTokensPerS, tokens_since_log / (dt / 1000.0)},
-                               {events::kStepMs, approx_ms / step},
-                               {events::kTrainTimeS, approx_ms / 1000.0},
-                               {events::kMemBytes, MemoryBytesNow(cuda, env.local_rank)}});
+      json fields = {{events::kStepNum, step},
+                     {events::kTrainLoss, loss},
+                     {events::kLrScale, scale},
+                     {events::kTokensPerS, tokens_since_log / (dt / 1000.0)},
+                     {events::kStepMs, dt / static_cast<double>(steps_since_log)},
+                     {events::kTrainTimeS, approx_ms / 1000.0},
+                     {events::kMemBytes, MemoryBytesNow(cuda, env.local_rank)},
+                     {kQatBitsNow, model->qat_bits()}};
+      fields.update(opts->Lrs());
+      log.Emit(events::kStep, std::move(fields));
       tokens_since_log = 0;
+      steps_since_log = 0;
       log_t0_ms = approx_ms;
     }
   }
