@@ -90,6 +90,38 @@ TEST(PrometheusConfigTest, PromtoolRuleUnitTestsPass) {
   EXPECT_THAT(r.output, HasSubstr("SUCCESS"));
 }
 
+// The unit tests cover every rule both ways: each alert of alerts.yml has a
+// case where it fires (with its labels) and one where it must stay silent, so
+// a rule added without tests, or tested only on the happy path, fails here.
+TEST(PrometheusConfigTest, RuleUnitTestsProveEveryAlertFiresAndStaysSilent) {
+  const YAML::Node rules = YAML::LoadFile((Deploy() / "prometheus/alerts.yml").string());
+  const YAML::Node tests =
+      YAML::LoadFile((SourceDir() / "tests/observability/alerts_test.yml").string());
+  std::map<std::string, int> fires, silent;
+  for (const auto& t : tests["tests"]) {
+    for (const auto& a : t["alert_rule_test"]) {
+      const std::string name = a["alertname"].as<std::string>();
+      const YAML::Node exp = a["exp_alerts"];
+      if (exp.size() == 0) {
+        ++silent[name];
+        continue;
+      }
+      ++fires[name];
+      for (const auto& e : exp) EXPECT_TRUE(e["exp_labels"]["severity"].IsDefined()) << name;
+    }
+  }
+  int n = 0;
+  for (const auto& g : rules["groups"]) {
+    for (const auto& r : g["rules"]) {
+      const std::string name = r["alert"].as<std::string>();
+      ++n;
+      EXPECT_GE(fires[name], 1) << name << " has no alerts_test.yml case where it fires";
+      EXPECT_GE(silent[name], 1) << name << " has no alerts_test.yml case where it stays silent";
+    }
+  }
+  EXPECT_EQ(n, 7);
+}
+
 // promtool is a real check: a rule with a PromQL syntax error fails.
 TEST(PrometheusConfigTest, PromtoolRejectsABrokenRule) {
   TempDir dir;
