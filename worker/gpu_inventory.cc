@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/subprocess.h"
+#include "spdlog/spdlog.h"
 
 namespace caddie::worker {
 
@@ -45,6 +46,20 @@ absl::StatusOr<std::vector<caddie::v1::GpuInfo>> QueryNvidiaSmi(const std::strin
                            std::chrono::seconds(20));
   if (!out.ok()) return out.status();
   return ParseNvidiaSmiCsv(*out);
+}
+
+DetectedGpus DetectGpus(const std::string& nvidia_smi) {
+  DetectedGpus d;
+  auto q = QueryNvidiaSmi(nvidia_smi);
+  if (q.ok()) {
+    d.gpus = *std::move(q);
+    return d;
+  }
+  if (q.status().code() == absl::StatusCode::kNotFound) return d;
+  d.warning = absl::StrCat("nvidia-smi (", nvidia_smi, ") did not give a GPU list: ", q.status().message(),
+                           "; registering no GPUs (pass --gpus or --gpu-ids to declare them)");
+  spdlog::warn("{}", d.warning);
+  return d;
 }
 
 absl::StatusOr<std::vector<int>> ParseGpuIds(absl::string_view text) {

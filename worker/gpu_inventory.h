@@ -22,6 +22,18 @@ absl::StatusOr<std::vector<caddie::v1::GpuInfo>> ParseNvidiaSmiCsv(absl::string_
 // installed; other errors when it fails or prints something unparsable.
 absl::StatusOr<std::vector<caddie::v1::GpuInfo>> QueryNvidiaSmi(const std::string& nvidia_smi);
 
+// What the worker registers from nvidia-smi: its GPUs, or none. None also when
+// nvidia-smi fails (non-zero exit, a signal, no answer in time) or prints
+// something that does not parse: a broken driver must not stop a worker that can
+// still run CPU jobs, nor register GPUs that do not exist. Such a failure is
+// logged as a warning naming it and kept in `warning`; a missing nvidia-smi
+// (NotFound) is the ordinary CPU-only host and leaves `warning` empty.
+struct DetectedGpus {
+  std::vector<caddie::v1::GpuInfo> gpus;
+  std::string warning;
+};
+DetectedGpus DetectGpus(const std::string& nvidia_smi);
+
 // Picks the worker's GPUs. `detected`: nvidia-smi's answer (NotFound = no GPUs
 // detectable). `count` (-1 = unset) and `ids` (empty = unset) come from flags:
 // with detected GPUs, `ids` selects those indices and `count` takes the first N;

@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
     }
     ids = *parsed;
   }
-  auto resolved = caddie::worker::ResolveGpus(caddie::worker::QueryNvidiaSmi(nvidia_smi), gpus, ids);
+  auto resolved = caddie::worker::ResolveGpus(caddie::worker::DetectGpus(nvidia_smi).gpus, gpus, ids);
   if (!resolved.ok()) {
     std::fprintf(stderr, "caddie-worker: %s\n", std::string(resolved.status().message()).c_str());
     return 2;
