@@ -606,6 +606,89 @@ TEST(TrainRunTest, ArchitectureAxesComposeEndToEnd) {
   EXPECT_LT(losses.back(), losses.front());
 }
 
+// The first step whose train loss differs between two runs (the shorter length when none).
+size_t FirstDifference(const std::vector<double>& a, const std::vector<double>& b) {
+  size_t i = 0;
+  while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
+  return i;
+}
+
+// seq_len_schedule, as the trainer applies it: 12 steps and no wall-clock budget, so the
+// progress fraction is step / 12 and the boundaries 0.25, 0.5, 0.75 fall at steps 3, 6, 9.
+// Oracle: two runs with the same seed train identically while their lengths agree, and the
+// first step run at another length has another loss (the batch is the same tokens split into
+// other rows). At init the loss is blind to the length (zero output projections), so step 0
+// is never a boundary here.
+TEST(TrainRunTest, SeqLenScheduleRunsShortSequencesFirstThenTheFinalStage) {
+  TempDir tmp;
+  const std::vector<std::pair<std::string, std::string>> schedules = {
+      {"staged", "16:0.25,32:0.5,64"},
+      {"all16", "16"},                       // the first stage only
+      {"to32", "16:0.25,32"},                // the first two, the second to the end
+      {"back16", "16:0.25,32:0.5,64:0.75,16"},  // the three, then 16 again from 0.75
+      {"plain", ""},                         // seq_len 64 throughout
+  };
+  std::map<std::string, std::vector<double>> losses;
+  for (size_t i = 0; i < schedules.size(); i += 2) {
+    std::vector<std::pair<std::string, Proc>> procs;  // two at a time: the machine's two cores
+    for (size_t k = i; k < std::min(i + 2, schedules.size()); ++k) {
+      json spec = TinySpec();
+      spec["seq_len_schedule"] = schedules[k].second;
+      procs.emplace_back(schedules[k].first, StartRun(tmp, schedules[k].first, spec));
+    }
+    for (const auto& [tag, p] : procs) {
+      RunResult r = FinishRun(tmp, tag, p);
+      ASSERT_EQ(r.code, 0) << tag << ": " << r.err;
+      losses[tag] = r.Losses();
+      ASSERT_EQ(losses[tag].size(), 12u) << tag;
+    }
+  }
+  const auto& staged = losses["staged"];
+  // Steps 0-2 at 16 (as a schedule of 16 alone), then not 16.
+  EXPECT_EQ(FirstDifference(staged, losses["all16"]), 3u);
+  // Steps 3-5 at 32 (as 16 then 32 to the end), then not 32.
+  EXPECT_EQ(FirstDifference(staged, losses["to32"]), 6u);
+  // Steps 6-8 at the final stage, and still not 16 at step 9 where a fourth stage would start.
+  EXPECT_EQ(FirstDifference(staged, losses["back16"]), 9u);
+  // The oracle tells lengths apart at once: 16 vs 64 from step 0 shows at step 1.
+  EXPECT_EQ(FirstDifference(staged, losses["plain"]), 1u);
+}
+
+TEST(SeqLenScheduleTest, BadSchedulesAreRejectedNamingTheKey) {
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"16:0.5,32:0.5,64", "stage \"32:0.5\" needs LEN >= 2 and FRAC increasing within (0, 1]"},
+      {"16:0.6,32:0.3,64", "stage \"32:0.3\" needs LEN >= 2 and FRAC increasing"},
+      {"16:0,64", "stage \"16:0\" needs LEN >= 2 and FRAC increasing"},
+      {"16:1.5,64", "stage \"16:1.5\" needs LEN >= 2 and FRAC increasing within (0, 1]"},
+      {"1:0.5,64", "stage \"1:0.5\" needs LEN >= 2"},
+      {"24:0.5,64", "seq_len_schedule length 24 must divide seq_len = 64"},
+      {"128:0.5,64", "seq_len_schedule length 128 must divide seq_len = 64"},
+      {"16:0.5,128", "seq_len_schedule length 128 must divide seq_len = 64"},
+      {"abc", "bad stage \"abc\" (expected LEN:FRAC"},
+      {"16:x,64", "bad stage \"16:x\""},
+      {"16:0.5x,64", "bad stage \"16:0.5x\""},
+      {"16;0.5,64", "bad stage \"16;0.5\""},
+      {"16:0.5,,64", "bad stage \"\""},
+  };
+  for (const auto& [schedule, message] : bad) {
+    auto r = caddie::ParseTrainSpec(json{{"seq_len", 64}, {"seq_len_schedule", schedule}});
+    ASSERT_FALSE(r.ok()) << schedule;
+    EXPECT_THAT(r.status().message(), HasSubstr("seq_len_schedule")) << schedule;
+    EXPECT_THAT(r.status().message(), HasSubstr(message)) << schedule;
+  }
+  // Good ones: the last stage runs to the end whatever FRAC it was written with.
+  auto ok = caddie::ParseSeqLenSchedule("16:0.25,32:0.5,64:0.9");
+  ASSERT_TRUE(ok.ok()) << ok.status().message();
+  ASSERT_EQ(ok->size(), 3u);
+  EXPECT_EQ((*ok)[0].seq_len, 16);
+  EXPECT_EQ((*ok)[0].until_frac, 0.25);
+  EXPECT_EQ((*ok)[1].seq_len, 32);
+  EXPECT_EQ((*ok)[1].until_frac, 0.5);
+  EXPECT_EQ((*ok)[2].seq_len, 64);
+  EXPECT_EQ((*ok)[2].until_frac, 1.0);
+  EXPECT_TRUE(caddie::ParseTrainSpec(json{{"seq_len", 64}, {"seq_len_schedule", "16:0.25,32:0.5,64"}}).ok());
+}
+
 struct BadCase {
   std::string name;
   json patch;
@@ -625,6 +708,7 @@ TEST(TrainRunTest, BadSpecsExitTwoWithAClearMessage) {
       {"mixer_letter", {{"mixer_pattern", "AX"}}, "mixer_pattern \"AX\" has unknown mixer letter 'X'"},
       {"loops", {{"loops", 0}}, "spec key \"loops\" = 0 is out of range [1, 64]"},
       {"embed_dim", {{"embed_dim", 128}}, "embed_dim = 128 must be <= model_dim = 64"},
+      {"seq_len_schedule", {{"seq_len_schedule", "48:0.5,64"}}, "seq_len_schedule length 48 must divide seq_len = 64"},
   };
   for (const auto& c : cases) {
     json spec = TinySpec();
