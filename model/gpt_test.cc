@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "common/core/shard_format.h"
 #include "model/artifact.h"
@@ -224,6 +225,22 @@ std::vector<Variant> Variants() {
       // recur_layers schedule plus (loops, C) gains and (loops, C) loop embeddings.
       {"loop_params", [](TrainSpec& s) { s.loops = 3, s.recur_layers = "1-1", s.loop_scalars = s.loop_embedding = true; },
        emb + 2 * c + 3 * block + 2 * 3 * c},
+      // Width, heads and MLP, each block from its shapes: q + k + v + proj + fc + proj + q_gain
+      // + attn_scale, mlp_scale, resid_mix (4C); kv dim = kv_heads * C / heads.
+      // kv_heads 4 (= heads, kv dim 32) and 1 (kv dim 8).
+      {"kv_heads_4", [](TrainSpec& s) { s.num_kv_heads = 4; },
+       emb + 1 * c + 3 * (32 * 32 + 32 * 32 + 32 * 32 + 32 * 32 + 32 * 64 + 64 * 32 + 4 + 4 * 32)},
+      {"kv_heads_1", [](TrainSpec& s) { s.num_kv_heads = 1; },
+       emb + 1 * c + 3 * (32 * 32 + 32 * 8 + 32 * 8 + 32 * 32 + 32 * 64 + 64 * 32 + 4 + 4 * 32)},
+      // heads 8 (head dim 4), kv_heads 2 (kv dim 8): 8 q gains.
+      {"heads_8", [](TrainSpec& s) { s.num_heads = 8; },
+       emb + 1 * c + 3 * (32 * 32 + 32 * 8 + 32 * 8 + 32 * 32 + 32 * 64 + 64 * 32 + 8 + 4 * 32)},
+      // mlp_mult 3: fc 32 -> 96 and proj 96 -> 32.
+      {"mlp_mult_3", [](TrainSpec& s) { s.mlp_mult = 3; },
+       emb + 1 * c + 3 * (32 * 32 + 32 * 16 + 32 * 16 + 32 * 32 + 32 * 96 + 96 * 32 + 4 + 4 * 32)},
+      // model_dim 64 (head dim 16, kv dim 32, MLP 128): embedding 1024 x 64 and a 64-wide skip.
+      {"model_dim_64", [](TrainSpec& s) { s.model_dim = 64; },
+       1024 * 64 + 1 * 64 + 3 * (64 * 64 + 64 * 32 + 64 * 32 + 64 * 64 + 64 * 128 + 128 * 64 + 4 + 4 * 64)},
   };
 }
 
