@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <limits>
 #include <map>
 
@@ -136,6 +137,31 @@ std::vector<int64_t> LayerSchedule(const TrainSpec& s) {
   return out;
 }
 
+char BlockMixer(const TrainSpec& s, int64_t block) {
+  if (!s.mixer_pattern.empty()) return s.mixer_pattern[static_cast<size_t>(block)];
+  return s.mixer == "ssm" ? 'S' : 'A';
+}
+
+LiteStatus ValidateArchitecture(const TrainSpec& s) {
+  if (s.mixer_pattern.empty()) return LiteStatus::Ok();
+  // ValidateTrainSpec has checked a parsed spec; one built in code must not index past the end.
+  if (static_cast<int64_t>(s.mixer_pattern.size()) != s.num_layers) {
+    return LiteStatus::Error("mixer_pattern needs one letter per layer: \"" + s.mixer_pattern +
+                             "\" for num_layers = " + std::to_string(s.num_layers));
+  }
+  for (int64_t i = s.unique_blocks; s.unique_blocks > 0 && i < s.num_layers; ++i) {
+    const int64_t b = i % s.unique_blocks;
+    if (s.mixer_pattern[i] != s.mixer_pattern[b]) {
+      return LiteStatus::Error(
+          "mixer_pattern \"" + s.mixer_pattern + "\" does not fit unique_blocks = " +
+          std::to_string(s.unique_blocks) + ": layer " + std::to_string(i) + " is '" +
+          std::string(1, s.mixer_pattern[i]) + "' but runs block " + std::to_string(b) + ", which is '" +
+          std::string(1, s.mixer_pattern[b]) + "' (letter i must equal letter i % unique_blocks)");
+    }
+  }
+  return LiteStatus::Ok();
+}
+
 namespace {
 // Muon takes the 2-D weight matrices of blocks; control tensors (the reference's resid_mix,
 // the SSM's A_log) and everything else go to Adam.
@@ -221,6 +247,7 @@ BlockImpl::BlockImpl(int64_t dim, int64_t mlp_mult, const TrainSpec& s) {
 }
 
 GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
+  if (LiteStatus st = ValidateArchitecture(s); !st.ok()) throw std::invalid_argument(st.message());
   const int64_t c = s.model_dim, e = EmbedDim(s), hd = c / s.num_heads;
   schedule = LayerSchedule(s);
   const int64_t depth = static_cast<int64_t>(schedule.size());
@@ -241,8 +268,7 @@ GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
   if (s.loop_embedding) loop_embedding = register_parameter("loop_embedding", torch::zeros({s.loops, c}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < StoredBlocks(s); ++i) {
-    const char mixer = s.mixer_pattern.empty() ? (s.mixer == "ssm" ? 'S' : 'A') : s.mixer_pattern[i];
-    if (mixer == 'S') {
+    if (BlockMixer(s, i) == 'S') {
       blocks->push_back(Block(c, s.mlp_mult, s));
     } else {
       blocks->push_back(Block(c, s.num_heads, s.num_kv_heads, s.mlp_mult, s.qk_gain_init));
@@ -293,8 +319,7 @@ int64_t ExpectedParamCount(const TrainSpec& s) {
                       di /*D_skip*/ + di * c /*out_proj*/;
   int64_t blocks = 0;
   for (int64_t i = 0; i < StoredBlocks(s); ++i) {
-    const char m = s.mixer_pattern.empty() ? (s.mixer == "ssm" ? 'S' : 'A') : s.mixer_pattern[i];
-    blocks += rest + (m == 'S' ? ssm : attn);
+    blocks += rest + (BlockMixer(s, i) == 'S' ? ssm : attn);
   }
   const int64_t depth = static_cast<int64_t>(LayerSchedule(s).size());
   const int64_t enc = depth / 2, dec = depth - enc;

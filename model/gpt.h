@@ -148,6 +148,15 @@ int64_t ExpectedParamCount(const TrainSpec& spec);
 // The layer -> block schedule of a spec (see GptImpl::schedule).
 std::vector<int64_t> LayerSchedule(const TrainSpec& spec);
 
+// The mixer letter ('A' attention, 'S' ssm) of stored block b: mixer_pattern[b], else `mixer`.
+char BlockMixer(const TrainSpec& spec, int64_t block);
+
+// Checks what ValidateTrainSpec does not and the model needs: with unique_blocks u > 0 layer
+// i runs block i % u, so mixer_pattern must give layer i the letter of layer i % u (else the
+// stored blocks could not have the pattern's mixers). The error names the keys and the layer.
+// GptImpl's constructor throws std::invalid_argument with this message.
+LiteStatus ValidateArchitecture(const TrainSpec& spec);
+
 // RMS norm over the last dim with eps = finfo(dtype).eps, as F.rms_norm(eps=None).
 torch::Tensor RmsNorm(const torch::Tensor& x);
 

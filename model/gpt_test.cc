@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,9 @@ std::vector<Variant> Variants() {
       // recur_layers schedule plus (loops, C) gains and (loops, C) loop embeddings.
       {"loop_params", [](TrainSpec& s) { s.loops = 3, s.recur_layers = "1-1", s.loop_scalars = s.loop_embedding = true; },
        emb + 2 * c + 3 * block + 2 * 3 * c},
+      // Blocks A and S shared by 2 layers looped 3 times: depth 6, skips min(3, 3), 2 blocks stored.
+      {"hybrid_shared_loops", [](TrainSpec& s) { s.num_layers = 2, s.unique_blocks = 2, s.loops = 3, s.mixer_pattern = "AS"; },
+       emb + 3 * c + block + 14144},
       // Width, heads and MLP, each block from its shapes: q + k + v + proj + fc + proj + q_gain
       // + attn_scale, mlp_scale, resid_mix (4C); kv dim = kv_heads * C / heads.
       // kv_heads 4 (= heads, kv dim 32) and 1 (kv dim 8).
@@ -445,6 +449,100 @@ TEST(AxesTest, EveryVariantsLossFallsOnTheRealCorpus) {
     std::printf("%-14s params %6lld  loss %.3f -> %.3f\n", v.name.c_str(),
                 static_cast<long long>(model->NumParams()), first, last);
   }
+}
+
+
+// --- mixer_pattern with shared and looped blocks -----------------------------
+
+// The mixer each applied layer runs, read off the built model: "ASSA..." over the schedule.
+std::string AppliedMixers(Gpt& m) {
+  std::string out;
+  for (int64_t b : m->schedule) out += m->blocks[b]->as<BlockImpl>()->ssm ? 'S' : 'A';
+  return out;
+}
+
+TEST(MixerPatternTest, ConsistentPatternsBuildTheirMixerPerAppliedLayer) {
+  struct Case {
+    std::string name;
+    std::function<void(TrainSpec&)> apply;
+    std::string applied;  // by hand, one letter per applied layer
+  };
+  const std::vector<Case> cases = {
+      // 2 layers, 2 blocks, the stack looped 3 times: A S A S A S.
+      {"AS_u2_l3", [](TrainSpec& s) { s.num_layers = 2, s.unique_blocks = 2, s.loops = 3, s.mixer_pattern = "AS"; }, "ASASAS"},
+      // 4 layers sharing 2 blocks (layer i runs block i % 2), looped twice.
+      {"ASAS_u2_l2", [](TrainSpec& s) { s.num_layers = 4, s.unique_blocks = 2, s.loops = 2, s.mixer_pattern = "ASAS"; }, "ASASASAS"},
+      // Only layer 1 (S) looped 3 times: 0,1,1,1,2.
+      {"ASA_r1", [](TrainSpec& s) { s.mixer_pattern = "ASA", s.loops = 3, s.recur_layers = "1-1"; }, "ASSSA"},
+      // 3 layers on 1 shared SSM block.
+      {"SSS_u1", [](TrainSpec& s) { s.mixer_pattern = "SSS", s.unique_blocks = 1; }, "SSS"},
+      // mixer_pattern wins over mixer.
+      {"SAA_mixer_ssm", [](TrainSpec& s) { s.mixer = "ssm", s.mixer_pattern = "SAA"; }, "SAA"},
+  };
+  for (const auto& c : cases) {
+    TrainSpec s = Tiny();
+    c.apply(s);
+    ASSERT_TRUE(ValidateTrainSpec(s).ok()) << c.name << ": " << ValidateTrainSpec(s).message();
+    ASSERT_TRUE(ValidateArchitecture(s).ok()) << c.name << ": " << ValidateArchitecture(s).message();
+    torch::manual_seed(31);
+    Gpt m(s);
+    EXPECT_EQ(AppliedMixers(m), c.applied) << c.name;
+    // Each stored block has exactly one mixer, and it is the pattern's letter for that block.
+    for (size_t b = 0; b < m->blocks->size(); ++b) {
+      auto* blk = m->blocks[b]->as<BlockImpl>();
+      EXPECT_NE(static_cast<bool>(blk->ssm), static_cast<bool>(blk->attn)) << c.name << " block " << b;
+      EXPECT_EQ(blk->ssm ? 'S' : 'A', s.mixer_pattern[b]) << c.name << " block " << b;
+    }
+    auto logits = m->Logits(torch::randint(1024, {1, 16}, torch::kInt64));
+    EXPECT_TRUE(torch::isfinite(logits).all().item<bool>()) << c.name;
+  }
+}
+
+TEST(MixerPatternTest, InconsistentCombinationsAreClearErrors) {
+  // With unique_blocks 2, layer 2 runs block 0 (A): a pattern saying S there cannot be built.
+  TrainSpec s = Tiny();
+  s.num_layers = 4, s.unique_blocks = 2, s.mixer_pattern = "AASS";
+  ASSERT_TRUE(ValidateTrainSpec(s).ok()) << "ValidateTrainSpec now checks this; keep one check";
+  const LiteStatus st = ValidateArchitecture(s);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(),
+            "mixer_pattern \"AASS\" does not fit unique_blocks = 2: layer 2 is 'S' but runs block 0, "
+            "which is 'A' (letter i must equal letter i % unique_blocks)");
+  try {
+    Gpt m(s);
+    ADD_FAILURE() << "an inconsistent mixer_pattern built a model";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_EQ(std::string(e.what()), st.message());
+  }
+  // Layers 3 and 4 fit blocks 0 and 1; layer 5 (S) runs block 2 (A), also with loops.
+  s.num_layers = 6, s.unique_blocks = 3, s.loops = 2, s.mixer_pattern = "ASAASS";
+  ASSERT_FALSE(ValidateArchitecture(s).ok());
+  EXPECT_NE(ValidateArchitecture(s).message().find("layer 5 is 'S' but runs block 2, which is 'A'"), std::string::npos)
+      << ValidateArchitecture(s).message();
+
+  // A pattern whose length is the number of unique blocks (or anything but num_layers) is
+  // refused by the parser, naming the key and num_layers.
+  for (const std::string& text : {std::string(R"({"num_layers": 4, "unique_blocks": 2, "mixer_pattern": "AS"})"),
+                                  std::string(R"({"num_layers": 2, "loops": 3, "mixer_pattern": "ASASAS"})"),
+                                  std::string(R"({"num_layers": 3, "mixer_pattern": "AS", "recur_layers": "1-1", "loops": 2})")}) {
+    auto parsed = ParseTrainSpecText(text);
+    ASSERT_FALSE(parsed.ok()) << text;
+    EXPECT_NE(parsed.status().message().find("mixer_pattern"), std::string::npos) << parsed.status().message();
+    EXPECT_NE(parsed.status().message().find("num_layers = "), std::string::npos) << parsed.status().message();
+  }
+  // A spec built in code with a short pattern is refused by the model, not read past its end.
+  s = Tiny();
+  s.mixer_pattern = "AS";
+  EXPECT_THROW(Gpt m(s), std::invalid_argument);
+  EXPECT_EQ(ValidateArchitecture(s).message(), "mixer_pattern needs one letter per layer: \"AS\" for num_layers = 3");
+  // The parser's own checks on the letters and unique_blocks stay.
+  auto bad = ParseTrainSpecText(R"({"num_layers": 2, "mixer_pattern": "Aa"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("unknown mixer letter 'a'"), std::string::npos) << bad.status().message();
+  bad = ParseTrainSpecText(R"({"num_layers": 2, "unique_blocks": 3, "mixer_pattern": "AS"})");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("unique_blocks = 3 must be <= num_layers = 2"), std::string::npos)
+      << bad.status().message();
 }
 
 }  // namespace
