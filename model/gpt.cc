@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <stdexcept>
 #include <limits>
 #include <map>
@@ -160,6 +161,27 @@ LiteStatus ValidateArchitecture(const TrainSpec& s) {
     }
   }
   return LiteStatus::Ok();
+}
+
+torch::Tensor AlibiBias(int64_t heads, int64_t t) {
+  // Press et al.'s get_slopes: a geometric sequence starting at 2^(-8/P) for P a power of two.
+  std::function<std::vector<double>(int64_t)> slopes_of = [&](int64_t n) {
+    int64_t p = 1;
+    while (2 * p <= n) p *= 2;
+    std::vector<double> out;
+    for (int64_t h = 0; h < p; ++h) out.push_back(std::pow(2.0, -8.0 * static_cast<double>(h + 1) / p));
+    if (p < n) {
+      const auto more = slopes_of(2 * p);
+      for (int64_t h = 0; static_cast<int64_t>(out.size()) < n; h += 2) out.push_back(more[h]);
+    }
+    return out;
+  };
+  auto slopes = torch::tensor(slopes_of(heads), torch::kFloat64).to(torch::kFloat32);  // (H)
+  auto pos = torch::arange(t, torch::kFloat32);
+  auto dist = pos.view({t, 1}) - pos.view({1, t});  // (T,T) i - j
+  auto b = -slopes.view({heads, 1, 1}) * dist.view({1, t, t});
+  b = b.masked_fill(dist.view({1, t, t}) < 0, -std::numeric_limits<float>::infinity());
+  return b.unsqueeze(0);  // (1,H,T,T)
 }
 
 namespace {
@@ -407,13 +429,7 @@ torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, tor
   torch::Tensor bias;
   if (spec.pos_scheme == "alibi") {
     if (!alibi_bias_.defined() || alibi_bias_.size(2) != t || alibi_bias_.device() != x.device()) {
-      // slope_h = 2^(-8(h+1)/H); bias = -slope_h * (i - j) for j <= i, -inf above the diagonal.
-      auto slopes = torch::pow(2.0, -8.0 * (torch::arange(1, a.heads + 1, torch::kFloat32) / a.heads));
-      auto pos = torch::arange(t, torch::kFloat32);
-      auto dist = (pos.view({t, 1}) - pos.view({1, t}));  // (T,T) i - j
-      auto b = -slopes.view({a.heads, 1, 1}) * dist.view({1, t, t});
-      b = b.masked_fill(dist.view({1, t, t}) < 0, -std::numeric_limits<float>::infinity());
-      alibi_bias_ = b.unsqueeze(0).to(x.device());
+      alibi_bias_ = AlibiBias(a.heads, t).to(x.device());
     }
     bias = alibi_bias_;
   }

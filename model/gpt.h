@@ -157,6 +157,11 @@ char BlockMixer(const TrainSpec& spec, int64_t block);
 // GptImpl's constructor throws std::invalid_argument with this message.
 LiteStatus ValidateArchitecture(const TrainSpec& spec);
 
+// The ALiBi attention bias (1,H,T,T), float32: -slope_h * (i - j) for j <= i, -inf above the
+// diagonal, with the geometric slopes of Press et al.: 2^(-8(h+1)/H) for H a power of two;
+// otherwise those of the power of two P below H, then every other slope of 2P.
+torch::Tensor AlibiBias(int64_t heads, int64_t t);
+
 // RMS norm over the last dim with eps = finfo(dtype).eps, as F.rms_norm(eps=None).
 torch::Tensor RmsNorm(const torch::Tensor& x);
 

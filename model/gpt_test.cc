@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -543,6 +544,114 @@ TEST(MixerPatternTest, InconsistentCombinationsAreClearErrors) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("unique_blocks = 3 must be <= num_layers = 2"), std::string::npos)
       << bad.status().message();
+}
+
+// --- Positional schemes -------------------------------------------------------
+
+// A model of `s` from `seed` with every parameter moved off its init (zero projections
+// would hide the mixers), in float64 so that comparisons are sharp.
+Gpt Perturbed(const TrainSpec& s, uint64_t seed) {
+  torch::manual_seed(seed);
+  Gpt m(s);
+  torch::NoGradGuard ng;
+  for (auto& p : m->parameters()) p.add_(torch::randn_like(p) * 0.1);
+  m->to(torch::kFloat64);
+  return m;
+}
+
+TEST(PositionTest, RopeFractionZeroIsExactlyNoPositions) {
+  TrainSpec zero = Tiny(), none = Tiny(), full = Tiny();
+  zero.rope_fraction = 0.0;
+  none.pos_scheme = "none";
+  Gpt a = Perturbed(zero, 41), b = Perturbed(none, 41), c = Perturbed(full, 41);
+  EXPECT_EQ(a->rope_dims, 0);
+  EXPECT_EQ(c->rope_dims, 32 / 4);
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (const auto& kv : pa) ASSERT_TRUE(torch::equal(kv.value(), pb[kv.key()])) << kv.key();
+  auto x = torch::randint(1024, {2, 16}, torch::kInt64);
+  auto la = a->Logits(x);
+  EXPECT_TRUE(torch::equal(la, b->Logits(x)));
+  // The same weights with RoPE on give other logits: the comparison can tell.
+  EXPECT_GT((la - c->Logits(x)).abs().max().item<double>(), 1e-3);
+}
+
+TEST(PositionTest, AlibiBiasIsMinusSlopeTimesDistanceWithGeometricSlopes) {
+  // Press et al.: H a power of two -> 2^(-8/H), 2^(-16/H), ...; H = 6 -> the 4 slopes of H = 4,
+  // then slopes 1 and 3 (0-based 0 and 2) of H = 8; H = 12 -> the 8 of H = 8, then 0, 2, 4, 6 of 16.
+  const std::vector<std::pair<int64_t, std::vector<double>>> cases = {
+      {1, {std::pow(2.0, -8)}},
+      {4, {std::pow(2.0, -2), std::pow(2.0, -4), std::pow(2.0, -6), std::pow(2.0, -8)}},
+      {8, {std::pow(2.0, -1), std::pow(2.0, -2), std::pow(2.0, -3), std::pow(2.0, -4), std::pow(2.0, -5),
+           std::pow(2.0, -6), std::pow(2.0, -7), std::pow(2.0, -8)}},
+      {6, {std::pow(2.0, -2), std::pow(2.0, -4), std::pow(2.0, -6), std::pow(2.0, -8), std::pow(2.0, -1),
+           std::pow(2.0, -3)}},
+      {12, {std::pow(2.0, -1), std::pow(2.0, -2), std::pow(2.0, -3), std::pow(2.0, -4), std::pow(2.0, -5),
+            std::pow(2.0, -6), std::pow(2.0, -7), std::pow(2.0, -8), std::pow(2.0, -0.5), std::pow(2.0, -1.5),
+            std::pow(2.0, -2.5), std::pow(2.0, -3.5)}},
+  };
+  const int64_t t = 9;
+  for (const auto& [heads, slopes] : cases) {
+    auto bias = AlibiBias(heads, t);
+    ASSERT_EQ(bias.sizes(), torch::IntArrayRef({1, heads, t, t}));
+    ASSERT_EQ(bias.scalar_type(), torch::kFloat32);
+    auto acc = bias.accessor<float, 4>();
+    for (int64_t h = 0; h < heads; ++h) {
+      for (int64_t i = 0; i < t; ++i) {
+        for (int64_t j = 0; j < t; ++j) {
+          const float want = j <= i ? static_cast<float>(-slopes[h] * static_cast<double>(i - j))
+                                    : -std::numeric_limits<float>::infinity();
+          ASSERT_EQ(acc[0][h][i][j], want) << "H " << heads << " head " << h << " i " << i << " j " << j;
+        }
+      }
+    }
+  }
+}
+
+TEST(PositionTest, AlibiModelDiffersFromNoneExactlyWhereTheBiasIsNonZero) {
+  // Same weights: at position 0 the ALiBi row is [0, -inf, ...], the causal mask itself, so
+  // the outputs agree there; from position 1 on the bias is applied and they differ.
+  TrainSpec s = Tiny(), n = Tiny();
+  s.pos_scheme = "alibi";
+  n.pos_scheme = "none";
+  Gpt a = Perturbed(s, 42), b = Perturbed(n, 42);
+  auto x = torch::randint(1024, {2, 16}, torch::kInt64);
+  auto la = a->Logits(x), lb = b->Logits(x);
+  using torch::indexing::Slice;
+  // Position 0 attends to itself only: no bias to apply, identical.
+  EXPECT_LT((la.index({Slice(), 0}) - lb.index({Slice(), 0})).abs().max().item<double>(), 1e-12);
+  EXPECT_GT((la.index({Slice(), Slice(1, 16)}) - lb.index({Slice(), Slice(1, 16)})).abs().max().item<double>(), 1e-4);
+}
+
+TEST(PositionTest, EverySchemeIsCausalAtEveryPosition) {
+  using torch::indexing::Slice;
+  const std::vector<std::pair<std::string, std::function<void(TrainSpec&)>>> schemes = {
+      {"rope", [](TrainSpec&) {}},
+      {"rope_half", [](TrainSpec& s) { s.rope_fraction = 0.5; }},
+      {"alibi", [](TrainSpec& s) { s.pos_scheme = "alibi"; }},
+      {"none", [](TrainSpec& s) { s.pos_scheme = "none"; }},
+  };
+  const int64_t t = 20;
+  for (const auto& [name, apply] : schemes) {
+    TrainSpec s = Tiny();
+    s.seq_len = t;
+    apply(s);
+    Gpt m = Perturbed(s, 43);
+    torch::manual_seed(44);
+    auto x = torch::randint(1024, {2, t}, torch::kInt64);
+    auto base = m->Logits(x);
+    for (int64_t p = 0; p + 1 < t; ++p) {
+      // Every token after p replaced: outputs at <= p unchanged, bit for bit; at p + 1 changed.
+      auto y = x.clone();
+      y.index_put_({Slice(), Slice(p + 1, t)}, (x.index({Slice(), Slice(p + 1, t)}) + 1 +
+                                                 torch::randint(1022, {2, t - p - 1}, torch::kInt64)) % 1024);
+      auto out = m->Logits(y);
+      ASSERT_TRUE(torch::equal(base.index({Slice(), Slice(0, p + 1)}), out.index({Slice(), Slice(0, p + 1)})))
+          << name << ": an output at <= " << p << " moved with later tokens";
+      EXPECT_GT((base.index({Slice(), p + 1}) - out.index({Slice(), p + 1})).abs().max().item<double>(), 1e-6)
+          << name << " position " << p + 1;
+    }
+  }
 }
 
 }  // namespace
