@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/grpc_channel.h"
 #include "common/grpc_status.h"
 
 namespace caddie::cli {
@@ -13,7 +14,10 @@ std::string UnreachableAdvice(const Connection& conn) {
       ").\n  Start everything locally with `caddie up` (controller, worker and a demo sweep),\n"
       "  or run `caddie-controller --listen ", conn.addr,
       " --db caddie.db`,\n  or point --addr / CADDIE_ADDR / `addr:` in ~/.config/caddie/config.yaml "
-      "at a running controller.");
+      "at a running controller.\n  TLS: ",
+      TransportAdvice(conn.addr, !conn.tls_ca_pem.empty(), conn.tls_ca_source,
+                      "--tls-ca, CADDIE_TLS_CA or `tls_ca:` in the config file"),
+      ".");
 }
 
 Client::Client(Connection conn, double timeout_s) : conn_(std::move(conn)), timeout_s_(timeout_s) {
@@ -22,7 +26,7 @@ Client::Client(Connection conn, double timeout_s) : conn_(std::move(conn)), time
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxReceiveMessageSize(64 << 20);
-  channel_ = grpc::CreateCustomChannel(conn_.addr, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(conn_.addr, ClientChannelCredentials(conn_.tls_ca_pem), args);
   stub_ = v1::UserService::NewStub(channel_);
 }
 

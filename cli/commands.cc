@@ -397,6 +397,7 @@ absl::StatusOr<Connection> ResolveFromGlobals(const GlobalOptions& g) {
   ConfigInputs in = InputsFromEnvironment();
   in.flag_addr = g.addr;
   in.flag_token = g.token;
+  in.flag_tls_ca = g.tls_ca;
   in.flag_config = g.config;
   return ResolveConnection(in);
 }
@@ -405,7 +406,10 @@ void AddGlobalOptions(CLI::App& app, GlobalOptions& g) {
   app.fallthrough();
   app.add_option("--addr", g.addr, "Controller address HOST:PORT (else $CADDIE_ADDR, the config file, 127.0.0.1:7070)");
   app.add_option("--token", g.token, "Bearer token (else $CADDIE_TOKEN, the config file)");
-  app.add_option("--config", g.config, "Config file (default ~/.config/caddie/config.yaml): addr, token");
+  app.add_option("--tls-ca", g.tls_ca,
+                 "PEM CA certificate: talk TLS to a controller whose certificate it signed "
+                 "(else $CADDIE_TLS_CA, the config file; none = plaintext)");
+  app.add_option("--config", g.config, "Config file (default ~/.config/caddie/config.yaml): addr, token, tls_ca");
   app.add_flag("--no-color", g.no_color, "No colours (also: NO_COLOR set, or output not a terminal)");
   app.add_option("--timeout", g.timeout_s, "Seconds to wait for each controller call")->capture_default_str()
       ->check(CLI::Range(0.1, 3600.0));

@@ -21,12 +21,13 @@ namespace caddie::cli {
 struct GlobalOptions {
   std::string addr;
   std::string token;
+  std::string tls_ca;
   std::string config;
   bool no_color = false;
   double timeout_s = 10.0;
 };
 
-// Adds --addr, --token, --config, --no-color, --timeout to `app` and makes them
+// Adds --addr, --token, --tls-ca, --config, --no-color, --timeout to `app` and makes them
 // reachable after any subcommand.
 void AddGlobalOptions(CLI::App& app, GlobalOptions& g);
 

@@ -10,6 +10,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "cli/sweep_file.h"
+#include "common/grpc_channel.h"
+#include "common/status_macros.h"
 
 extern char** environ;
 
@@ -50,7 +52,7 @@ ConfigInputs InputsFromEnvironment() {
     const size_t eq = kv.find('=');
     if (eq == std::string::npos) continue;
     const std::string k = kv.substr(0, eq);
-    if (k == "CADDIE_ADDR" || k == "CADDIE_TOKEN" || k == "HOME" || k == "XDG_CONFIG_HOME") {
+    if (k == "CADDIE_ADDR" || k == "CADDIE_TOKEN" || k == "CADDIE_TLS_CA" || k == "HOME" || k == "XDG_CONFIG_HOME") {
       in.env[k] = kv.substr(eq + 1);
     }
   }
@@ -73,7 +75,7 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
       path = home + "/.config/caddie/config.yaml";
     }
   }
-  std::string file_addr, file_token;
+  std::string file_addr, file_token, file_tls_ca;
   std::error_code ec;
   if (!path.empty() && (explicit_path || fs::exists(path, ec))) {
     std::ifstream f(path);
@@ -93,7 +95,7 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
     if (!root.IsNull()) {
       if (!root.IsMap()) {
         return absl::InvalidArgumentError(
-            absl::StrCat(path, ": a config file is a mapping with keys addr and token"));
+            absl::StrCat(path, ": a config file is a mapping with keys addr, token and tls_ca"));
       }
       for (auto it = root.begin(); it != root.end(); ++it) {
         const std::string k = it->first.Scalar();
@@ -105,11 +107,13 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
           file_addr = it->second.Scalar();
         } else if (k == "token") {
           file_token = it->second.Scalar();
+        } else if (k == "tls_ca") {
+          file_tls_ca = it->second.Scalar();
         } else {
-          const std::string near = ClosestKey(k, {"addr", "token"});
+          const std::string near = ClosestKey(k, {"addr", "token", "tls_ca"});
           return absl::InvalidArgumentError(absl::StrCat(
               path, ":", line, ":", col, ": unknown config key \"", k, "\"",
-              near.empty() ? "; valid keys: addr, token" : absl::StrCat(" (did you mean \"", near, "\"?)")));
+              near.empty() ? "; valid keys: addr, token, tls_ca" : absl::StrCat(" (did you mean \"", near, "\"?)")));
         }
       }
     }
@@ -151,6 +155,20 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
   } else if (!file_token.empty()) {
     c.token = file_token;
     c.token_source = "config file " + c.config_path;
+  }
+
+  if (!in.flag_tls_ca.empty()) {
+    c.tls_ca = in.flag_tls_ca;
+    c.tls_ca_source = "--tls-ca";
+  } else if (!Get(in.env, "CADDIE_TLS_CA").empty()) {
+    c.tls_ca = Get(in.env, "CADDIE_TLS_CA");
+    c.tls_ca_source = "CADDIE_TLS_CA";
+  } else if (!file_tls_ca.empty()) {
+    c.tls_ca = file_tls_ca;
+    c.tls_ca_source = "config file " + c.config_path;
+  }
+  if (!c.tls_ca.empty()) {
+    ASSIGN_OR_RETURN(c.tls_ca_pem, ReadTlsCa(c.tls_ca, c.tls_ca_source));
   }
   return c;
 }

@@ -125,5 +125,52 @@ TEST_F(ConfigTest, AddressMustBeHostPort) {
   EXPECT_TRUE(CheckAddress("[::1]:7070").ok());
 }
 
+// --tls-ca > CADDIE_TLS_CA > `tls_ca:`; the file is read (its PEM kept), and an
+// unreadable or non-PEM file is InvalidArgument naming it and its source.
+TEST_F(ConfigTest, TlsCaPrecedenceAndErrors) {
+  const std::string pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  for (const char* name : {"flag.pem", "env.pem", "file.pem"}) std::ofstream(dir_ / name) << name << "\n" << pem;
+  auto c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_ca, "");
+  EXPECT_EQ(c->tls_ca_pem, "");
+
+  WriteHomeConfig("tls_ca: " + (dir_ / "file.pem").string() + "\n");
+  in_.env["CADDIE_TLS_CA"] = (dir_ / "env.pem").string();
+  in_.flag_tls_ca = (dir_ / "flag.pem").string();
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_ca_source, "--tls-ca");
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("flag.pem\n-----BEGIN CERTIFICATE-----"));
+
+  in_.flag_tls_ca.clear();
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->tls_ca_source, "CADDIE_TLS_CA");
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("env.pem"));
+
+  in_.env.erase("CADDIE_TLS_CA");
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_source, HasSubstr("config file"));
+  EXPECT_EQ(c->tls_ca, (dir_ / "file.pem").string());
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("file.pem"));
+
+  in_.env["CADDIE_TLS_CA"] = (dir_ / "missing.pem").string();
+  c = ResolveConnection(in_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("missing.pem\" (from CADDIE_TLS_CA)"));
+
+  std::ofstream(dir_ / "key.pem") << "-----BEGIN PRIVATE KEY-----\n";
+  in_.flag_tls_ca = (dir_ / "key.pem").string();
+  c = ResolveConnection(in_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("(from --tls-ca) holds no PEM certificate"));
+
+  WriteHomeConfig("tls-ca: x\n");
+  c = ResolveConnection(in_);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("(did you mean \"tls_ca\"?)"));
+}
+
 }  // namespace
 }  // namespace caddie::cli

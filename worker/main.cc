@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "caddie/version.h"
+#include "common/grpc_channel.h"
 #include "spdlog/spdlog.h"
 #include "worker/gpu_inventory.h"
 #include "worker/worker.h"
@@ -42,11 +43,13 @@ int main(int argc, char** argv) {
   CLI::App app{"caddie-worker: leases caddie jobs and runs caddie-train under the Parameter Golf budgets"};
   app.set_version_flag("--version", std::string("caddie-worker ") + CADDIE_VERSION);
   caddie::worker::WorkerOptions o;
-  std::string token_file, gpu_ids_text, nvidia_smi = "nvidia-smi", log_level = "info";
+  std::string token_file, tls_ca, gpu_ids_text, nvidia_smi = "nvidia-smi", log_level = "info";
   int gpus = -1, cpu_slots = -1;
   std::vector<std::string> labels;
   app.add_option("--controller", o.controller, "controller address host:port")->required();
   app.add_option("--token-file", token_file, "file with the bearer token (else $CADDIE_WORKER_TOKEN)");
+  app.add_option("--tls-ca", tls_ca, "PEM CA certificate: talk TLS to a controller whose certificate it signed "
+                 "(default: plaintext)");
   app.add_option("--work-dir,--spool-dir", o.work_dir, "state directory: run dirs and spool live in DIR/ID/")
       ->default_val("caddie-worker-data");
   app.add_option("--id,--name", o.id, "worker id, stable across restarts (default: HOST-gpuLIST or HOST-cpu)");
@@ -82,6 +85,14 @@ int main(int argc, char** argv) {
     o.token = std::string(absl::StripAsciiWhitespace(ss.str()));
   } else if (const char* t = std::getenv("CADDIE_WORKER_TOKEN"); t != nullptr) {
     o.token = t;
+  }
+  if (!tls_ca.empty()) {
+    auto pem = caddie::ReadTlsCa(tls_ca, "--tls-ca");
+    if (!pem.ok()) {
+      std::fprintf(stderr, "caddie-worker: %s\n", std::string(pem.status().message()).c_str());
+      return 2;
+    }
+    o.tls_ca_pem = *std::move(pem);
   }
   for (const auto& l : labels) {
     const size_t eq = l.find('=');

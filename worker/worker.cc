@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "caddie/version.h"
+#include "common/grpc_channel.h"
 #include "common/grpc_status.h"
 #include "common/metric_names.h"
 #include "spdlog/spdlog.h"
@@ -88,7 +89,7 @@ Worker::Worker(WorkerOptions options, std::string root, int lock_fd, std::unique
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   stub_ = caddie::v1::WorkerService::NewStub(
-      grpc::CreateCustomChannel(options_.controller, grpc::InsecureChannelCredentials(), args));
+      grpc::CreateCustomChannel(options_.controller, ClientChannelCredentials(options_.tls_ca_pem), args));
   for (const auto& g : options_.gpus) free_gpus_.push_back(g.index());
   free_cpu_slots_ = options_.cpu_slots;
   if (options_.heartbeat_interval_s > 0) heartbeat_interval_s_ = options_.heartbeat_interval_s;
@@ -565,7 +566,12 @@ absl::Status Worker::Run() {
     const auto now = Clock::now();
     if (need_register_.load()) {
       if (absl::Status s = Register(); !s.ok()) {
-        if (register_failures++ % 10 == 0) spdlog::warn("register with {} failed: {}", options_.controller, s.ToString());
+        if (register_failures++ % 10 == 0) {
+          spdlog::warn("register with {} failed: {}{}", options_.controller, s.ToString(),
+                       absl::IsUnavailable(s) ? "; " + TransportAdvice(options_.controller, !options_.tls_ca_pem.empty(),
+                                                                       "--tls-ca", "--tls-ca")
+                                              : "");
+        }
         absl::MutexLock l(&send_mu_);
         send_mu_.AwaitWithTimeout(absl::Condition(
                                       +[](std::atomic<bool>* s) { return s->load(); }, &stop_),

@@ -38,6 +38,7 @@ namespace caddie::worker {
 struct WorkerOptions {
   std::string controller;        // host:port
   std::string token;             // bearer token ("" = none)
+  std::string tls_ca_pem;        // CA the controller's TLS certificate is checked against ("" = plaintext)
   std::string work_dir;          // parent of <worker id>/
   std::string id;                // required: stable across restarts (the spool belongs to it)
   std::string hostname;

@@ -5,6 +5,8 @@
 //    malformed or wrong token and PERMISSION_DENIED to the other role's token;
 //  - TLS with a certificate made here by `openssl`: a TLS client that trusts it
 //    is served, a plaintext client and a client trusting another CA are not;
+//    caddie-worker and the CLI take the CA with --tls-ca (the CLI also from
+//    CADDIE_TLS_CA) and name the address and TLS when the handshake fails;
 //  - tokens never appear in either daemon's log or /metrics;
 //  - job specs cannot run commands: shell syntax in a spec reaches the trainer
 //    as inert text (execve, no shell), and no daemon source calls a shell.
@@ -186,6 +188,115 @@ TEST(Security, TlsServesTrustingClientsOnly) {
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(bad.Log(), HasSubstr("cannot read --tls-cert"));
   EXPECT_THAT(ctl.Log(), Not(HasSubstr("PRIVATE KEY")));
+  ctl.Terminate();
+  fs::remove_all(dir);
+}
+
+// caddie-worker and the CLI with --tls-ca against a TLS-only controller: the
+// right CA registers the worker and serves `caddie workers --json` (also from
+// CADDIE_TLS_CA, and --tls-ca beats it); a wrong CA or none fails with an error
+// naming the address and TLS, and such a worker never registers.
+TEST(Security, TlsWorkerAndCliTrustTheGivenCaOnly) {
+  const fs::path dir = Scratch("sec_tls_clients");
+  const Cert good = MakeCert(dir, "server");
+  const Cert other = MakeCert(dir, "other");
+  ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
+  ASSERT_TRUE(ctl.Start({"--tls-cert", good.cert.string(), "--tls-key", good.key.string()},
+                        {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}})
+                  .ok())
+      << ctl.Log();
+  auto start_worker = [&](testing_support::Process& w, const std::string& id, const fs::path* ca) {
+    std::vector<std::string> argv = {CADDIE_WORKER_BIN, "--controller", ctl.address(), "--work-dir",
+                                     (dir / "w").string(), "--id", id, "--trainer", CADDIE_FAKE_TRAIN_BIN,
+                                     "--cpu-slots", "1", "--http-listen", ""};
+    if (ca != nullptr) argv.insert(argv.end(), {"--tls-ca", ca->string()});
+    return w.Start(argv, dir / (id + ".log"), {{"CADDIE_WORKER_TOKEN", kWorker}});
+  };
+  testing_support::Process w_good, w_wrong, w_plain;
+  ASSERT_TRUE(start_worker(w_good, "tls-good", &good.cert).ok());
+  ASSERT_TRUE(start_worker(w_wrong, "tls-wrong", &other.cert).ok());
+  ASSERT_TRUE(start_worker(w_plain, "tls-plain", nullptr).ok());
+
+  // The CLI, with no config file and no CADDIE_* from the test's environment.
+  const std::vector<std::pair<std::string, std::string>> clean = {
+      {"HOME", dir.string()}, {"XDG_CONFIG_HOME", ""}, {"CADDIE_ADDR", ""}, {"CADDIE_TOKEN", ""},
+      {"CADDIE_TLS_CA", ""}};
+  auto cli = [&](std::vector<std::string> args, std::vector<std::pair<std::string, std::string>> env = {}) {
+    std::vector<std::string> argv = {CADDIE_CLI_BIN, "--addr", ctl.address(), "--token", kUser, "--timeout", "5"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto e = clean;
+    e.insert(e.end(), env.begin(), env.end());
+    auto r = RunToExit(argv, dir / "cli", e, std::chrono::seconds(30));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : RunResult{ExitStatus{false, -1, 0}, ""};
+  };
+
+  RunResult listed;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        listed = cli({"workers", "--json", "--tls-ca", good.cert.string()});
+        return listed.status.ok() && listed.output.find("tls-good") != std::string::npos;
+      },
+      std::chrono::seconds(30)))
+      << listed.status.ToString() << "\n" << listed.output << "\n" << w_good.Log();
+  const auto json = nlohmann::json::parse(listed.output, nullptr, false);
+  ASSERT_TRUE(json.is_object()) << listed.output;
+  std::vector<std::string> ids;
+  for (const auto& w : json.value("workers", nlohmann::json::array())) ids.push_back(w.value("id", ""));
+  EXPECT_THAT(ids, ::testing::ElementsAre("tls-good"));
+
+  // The workers with a wrong CA or none keep failing, and say why.
+  const std::string tls_wrong = "over TLS with the CA from --tls-ca";
+  const std::string plaintext = "in plaintext (no TLS CA given)";
+  const std::string reg_failed = "register with " + ctl.address() + " failed";
+  ASSERT_TRUE(WaitUntil([&] { return w_wrong.Log().find(tls_wrong) != std::string::npos; }, std::chrono::seconds(20)))
+      << w_wrong.Log();
+  EXPECT_THAT(w_wrong.Log(), HasSubstr(reg_failed));
+  ASSERT_TRUE(WaitUntil([&] { return w_plain.Log().find(plaintext) != std::string::npos; }, std::chrono::seconds(20)))
+      << w_plain.Log();
+  EXPECT_THAT(w_plain.Log(), HasSubstr(reg_failed));
+  EXPECT_TRUE(w_wrong.running());
+  EXPECT_TRUE(w_plain.running());
+
+  // CADDIE_TLS_CA works; --tls-ca beats it.
+  RunResult r = cli({"workers", "--json"}, {{"CADDIE_TLS_CA", good.cert.string()}});
+  EXPECT_TRUE(r.status.ok()) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("tls-good"));
+  r = cli({"workers", "--json", "--tls-ca", other.cert.string()}, {{"CADDIE_TLS_CA", good.cert.string()}});
+  EXPECT_FALSE(r.status.ok()) << r.output;
+
+  // Wrong CA, and no CA: an unreachable-controller error naming the address and TLS.
+  const std::string unreachable = "cannot reach the caddie controller at " + ctl.address();
+  r = cli({"workers", "--json", "--tls-ca", other.cert.string()});
+  EXPECT_EQ(r.status.code, 3) << r.output;  // kExitUnreachable
+  EXPECT_THAT(r.output, HasSubstr(unreachable));
+  EXPECT_THAT(r.output, HasSubstr(tls_wrong));
+  r = cli({"workers", "--json"});
+  EXPECT_EQ(r.status.code, 3) << r.output;
+  EXPECT_THAT(r.output, HasSubstr(unreachable));
+  EXPECT_THAT(r.output, HasSubstr(plaintext));
+  EXPECT_THAT(r.output, HasSubstr("--tls-ca, CADDIE_TLS_CA or `tls_ca:`"));
+  // A CA file that is not there is bad input naming it, before any call.
+  r = cli({"workers", "--json", "--tls-ca", (dir / "nope.pem").string()});
+  EXPECT_EQ(r.status.code, 2) << r.output;  // kExitBadInput
+  EXPECT_THAT(r.output, HasSubstr("nope.pem\" (from --tls-ca)"));
+  testing_support::Process w_missing;
+  const fs::path missing = dir / "nope.pem";
+  ASSERT_TRUE(start_worker(w_missing, "tls-missing", &missing).ok());
+  const auto st = w_missing.Wait(std::chrono::seconds(10));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->code, 2);
+  EXPECT_THAT(w_missing.Log(), HasSubstr("cannot read the TLS CA file"));
+
+  // Still only the good worker is registered.
+  r = cli({"workers", "--json", "--tls-ca", good.cert.string()});
+  ASSERT_TRUE(r.status.ok()) << r.output;
+  EXPECT_THAT(r.output, Not(HasSubstr("tls-wrong")));
+  EXPECT_THAT(r.output, Not(HasSubstr("tls-plain")));
+  for (auto* w : {&w_good, &w_wrong, &w_plain}) {
+    w->Signal(SIGTERM);
+    w->Wait(std::chrono::seconds(10));
+  }
   ctl.Terminate();
   fs::remove_all(dir);
 }
