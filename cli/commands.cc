@@ -332,9 +332,11 @@ void RunCancel(const GlobalOptions& g, const ListArgs& a, bool sweep) {
     Print(a.json ? ToJsonString(s) + "\n" : "cancelled sweep " + OutStyle(g).Bold(s.id()) + "\n");
     return;
   }
+  // A job that has ended: FAILED_PRECONDITION from the controller, exit 7 (kExitConflict).
   auto j = OrFail(client->CancelJob(a.id, reason));
-  Print(a.json ? ToJsonString(j) + "\n"
-               : "job " + OutStyle(g).Bold(j.id()) + " is " + StyledState(j.state(), OutStyle(g)) + "\n");
+  std::string text = "job " + OutStyle(g).Bold(j.id()) + " is " + StyledState(j.state(), OutStyle(g));
+  if (!IsTerminal(j.state())) text += "; cancel requested: its worker stops it at its next heartbeat";
+  Print(a.json ? ToJsonString(j) + "\n" : text + "\n");
 }
 
 void RunLeaderboard(const GlobalOptions& g, const ListArgs& a) {

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/train_spec.h"
@@ -251,6 +252,20 @@ void Scheduler::DecorateLocked(v1::Job* job) {
 
 absl::StatusOr<v1::Job> Scheduler::CancelJob(const std::string& id, const std::string& reason) {
   const std::string why = reason.empty() ? "cancelled by user" : reason;
+  {
+    // A job that has ended keeps its outcome: say so rather than answer as if cancelled.
+    ASSIGN_OR_RETURN(auto before, store_->GetJob(id));
+    if (IsFinal(before.state())) {
+      const std::string state = StateLabel(before.state());
+      std::string reason = absl::AsciiStrToLower(v1::ExitReason_Name(before.exit_reason()));
+      if (absl::StartsWith(reason, "exit_reason_")) reason = reason.substr(12);
+      const bool say_reason = before.exit_reason() != v1::EXIT_REASON_UNSPECIFIED && reason != state;
+      return WithErrorCode(absl::FailedPreconditionError(absl::StrCat("job ", id, " has already ended (", state,
+                                                                      say_reason ? ", " + reason : "",
+                                                                      "); there is nothing to cancel")),
+                           kJobFinished);
+    }
+  }
   ASSIGN_OR_RETURN(auto job, store_->CancelJob(id, why, v1::EXIT_REASON_CANCELLED, NowMs()));
   if (job.state() == v1::JOB_STATE_CANCELLED) OnJobFinished(job);
   Notify(id);

@@ -30,6 +30,8 @@ namespace caddie::controller {
 // Status payload key carrying a machine-readable error code (ErrorDetail.code).
 inline constexpr char kErrorCodePayload[] = "caddie-error-code";
 inline constexpr char kStaleFencingToken[] = "stale_fencing_token";
+// CancelJob of a job that has already ended (FAILED_PRECONDITION).
+inline constexpr char kJobFinished[] = "job_finished";
 
 // Worker.drained_by of a drain after --drain-after infra failures in a row.
 inline constexpr char kDrainedByController[] = "controller";

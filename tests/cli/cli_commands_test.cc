@@ -3,7 +3,11 @@
 // input cases (sweep file errors, unreachable controller, unknown ids, bad flags).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -194,6 +198,14 @@ TEST(CliClusterTest, EveryCommandAgainstARealController) {
   r = c.Caddie({"logs", job0, "-f"}, std::chrono::seconds(20));
   EXPECT_EQ(r.code, 0) << r.err;  // the job has ended: -f returns
 
+  // cancel of a job that has ended: a clear error, exit 7, and the job keeps its outcome
+  r = c.Caddie({"cancel", job0});
+  EXPECT_EQ(r.code, 7) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("job " + job0 + " has already ended (succeeded, completed); there is nothing to cancel"));
+  EXPECT_EQ(r.out, "");
+  r = c.Caddie({"job", job0, "--json"});
+  EXPECT_EQ(json::parse(r.out)["state"], "JOB_STATE_SUCCEEDED");
+
   // leaderboard
   r = c.Caddie({"leaderboard", "--sweep", sweep});
   EXPECT_EQ(r.code, 0) << r.err;
@@ -254,6 +266,70 @@ bool WaitForJobState(LocalCluster& c, const std::string& job, const std::string&
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return false;
+}
+
+// The pid of the fake trainer's rank 0 under `work_dir` (its fake_rank0.json) and
+// its run dir; {0, ""} until the trainer has written it.
+std::pair<pid_t, std::string> FakeTrainerPid(const std::string& work_dir) {
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(work_dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename() != "fake_rank0.json") continue;
+    const json me = json::parse(ReadFileOrEmpty(it->path().string()), nullptr, false);
+    if (me.is_object() && me.contains("pid")) return {me["pid"].get<pid_t>(), it->path().parent_path().string()};
+  }
+  return {0, ""};
+}
+
+// `caddie cancel` of a RUNNING job: exit 0, the job ends CANCELLED within two
+// heartbeats (the worker learns it from the next one and kills the trainer's
+// process group), and the trainer process is gone. A second cancel is refused.
+TEST(CliClusterTest, CancelStopsARunningJobWithinTwoHeartbeats) {
+  constexpr double kHeartbeatSeconds = 2;
+  // About 80 minutes of steps: only the cancel can end it within the test.
+  LocalCluster c(R"({"steps": 100000, "step_ms": 50})", true, "", kHeartbeatSeconds);
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string f = c.dir() + "/long.yaml";
+  WriteFile(f, "name: long\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\nbudget: {train_seconds: 600}\n");
+  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string job = json::parse(r.out)["jobs"][0]["id"];
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
+  std::pair<pid_t, std::string> trainer;
+  for (int i = 0; i < 100 && trainer.first == 0; ++i) {
+    trainer = FakeTrainerPid(c.dir() + "/worker");
+    if (trainer.first == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GT(trainer.first, 0) << "no fake_rank0.json under " << c.dir() << "/worker";
+  ASSERT_EQ(kill(trainer.first, 0), 0) << "the trainer is not running";
+  // Still running a moment later: nothing but the cancel stops it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  r = c.Caddie({"job", job, "--json"});
+  ASSERT_EQ(json::parse(r.out)["state"], "JOB_STATE_RUNNING");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  r = c.Caddie({"cancel", job, "--reason", "wrong learning rate"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_THAT(r.out, HasSubstr("job " + job + " is running; cancel requested"));
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_CANCELLED", std::chrono::seconds(30)))
+      << c.WorkerLog() << c.ControllerLog();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LE(took, 2 * kHeartbeatSeconds) << "cancelled after " << took << " s";
+  r = c.Caddie({"job", job, "--json"});
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j["exit_reason"], "EXIT_REASON_CANCELLED") << j.dump();
+  EXPECT_EQ(j["message"], "wrong learning rate") << j.dump();
+  // The trainer is gone (reaped, not a zombie) and nothing runs in its run dir.
+  errno = 0;
+  EXPECT_EQ(kill(trainer.first, 0), -1);
+  EXPECT_EQ(errno, ESRCH) << "trainer pid " << trainer.first << " still exists";
+  EXPECT_TRUE(ProcessesMentioning(trainer.second).empty())
+      << ::testing::PrintToString(ProcessesMentioning(trainer.second));
+
+  // It has ended now: cancelling it again is refused with its state, exit 7.
+  r = c.Caddie({"cancel", job});
+  EXPECT_EQ(r.code, 7) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("job " + job + " has already ended (cancelled); there is nothing to cancel"));
 }
 
 // `caddie workers drain` takes the worker out of service while its running job

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -89,10 +91,28 @@ RunResult RunCaddie(const std::vector<std::string>& args, const std::map<std::st
   return r;
 }
 
-LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const std::string& user_token) {
+std::vector<std::string> ProcessesMentioning(const std::string& needle) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0])) || name == std::to_string(getpid())) continue;
+    std::string cmd = ReadFileOrEmpty(e.path().string() + "/cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos) found.push_back(name + ": " + cmd);
+  }
+  return found;
+}
+
+LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const std::string& user_token,
+                           double heartbeat_seconds) {
   SpawnOptions c;
   c.argv = {CADDIE_CONTROLLER_BIN, "--listen", "127.0.0.1:0", "--db", dir() + "/caddie.db", "--http-listen", "",
             "--sqlite-synchronous-normal"};
+  if (heartbeat_seconds > 0) {
+    c.argv.push_back("--heartbeat-interval");
+    c.argv.push_back(absl::StrCat(heartbeat_seconds));
+  }
   c.env = CurrentEnvironment();
   SetEnv(&c.env, "CADDIE_USER_TOKEN", user_token);
   SetEnv(&c.env, "CADDIE_WORKER_TOKEN", "");

@@ -41,8 +41,9 @@ class LocalCluster {
  public:
   // `fake_plan`: the CADDIE_FAKE_TRAIN JSON for the worker's trainer runs.
   // `user_token`: the bearer token the controller demands of users ("" = none).
+  // `heartbeat_seconds`: the controller's --heartbeat-interval (0 = its default).
   explicit LocalCluster(const std::string& fake_plan = R"({"steps": 20, "step_ms": 20})", bool with_worker = true,
-                        const std::string& user_token = "");
+                        const std::string& user_token = "", double heartbeat_seconds = 0);
   ~LocalCluster();
 
   bool ok() const { return error_.empty(); }
@@ -63,6 +64,10 @@ class LocalCluster {
   std::string addr_;
   Child controller_, worker_;
 };
+
+// Processes other than this one whose command line mentions `needle` (a temp
+// dir, a run dir): orphans if any, as "PID: cmdline".
+std::vector<std::string> ProcessesMentioning(const std::string& needle);
 
 // Writes `text` to `path`.
 void WriteFile(const std::string& path, const std::string& text);

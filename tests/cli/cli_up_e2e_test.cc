@@ -21,19 +21,6 @@ namespace {
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
-// Processes whose command line mentions `needle` (our temp dir): orphans if any.
-std::vector<std::string> ProcessesMentioning(const std::string& needle) {
-  std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename().string();
-    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0])) || name == std::to_string(getpid())) continue;
-    std::string cmd = ReadFileOrEmpty(e.path().string() + "/cmdline");
-    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
-    if (cmd.find(needle) != std::string::npos) found.push_back(name + ": " + cmd);
-  }
-  return found;
-}
-
 class CliUpTest : public ::testing::Test {
  protected:
   void SetUp() override {
