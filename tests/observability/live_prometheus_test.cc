@@ -8,7 +8,11 @@
 //  - every alert rule (deploy/prometheus/alerts.yml, loaded by this
 //    Prometheus) evaluates with health "ok", every metric it reads returns
 //    data, and CaddieControllerDown really fires (pending) once the controller
-//    is killed.
+//    is killed;
+//  - and, on the rules at test scale (short `for:` and windows), every alert
+//    fires with its labels on the real event (a crashed job, a drained worker,
+//    an unplaceable job, bad-token calls, a killed worker, a killed
+//    controller) after staying silent on the healthy fleet.
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -17,10 +21,13 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <regex>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "caddie/v1/user_service.grpc.pb.h"
 #include "tests/observability/obs_test_util.h"
@@ -203,6 +210,99 @@ std::vector<Expr> AlertExprs() {
 
 absl::StatusOr<int> FreePort() { return PickFreePort(); }
 
+using Labels = std::map<std::string, std::string>;
+
+// The alerts Prometheus holds now in `state` ("pending" or "firing"), each as
+// its label set (alertname included).
+std::vector<Labels> AlertsIn(PromApi& api, const std::string& state) {
+  std::vector<Labels> out;
+  const json alerts = api.Get("/api/v1/alerts");
+  if (!alerts.is_object() || !alerts.contains("data")) return out;
+  for (const auto& a : alerts["data"]["alerts"]) {
+    if (a.value("state", "") != state) continue;
+    Labels l;
+    for (const auto& [k, v] : a["labels"].items()) l[k] = v.get<std::string>();
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+std::set<std::string> AlertNames(const std::vector<Labels>& alerts) {
+  std::set<std::string> out;
+  for (const auto& l : alerts) out.insert(l.at("alertname"));
+  return out;
+}
+
+std::string Dump(const std::vector<Labels>& alerts) {
+  json j = json::array();
+  for (const auto& l : alerts) j.push_back(l);
+  return j.dump();
+}
+
+// deploy/prometheus/alerts.yml at test scale, so that each alert can fire
+// within seconds of its event: every `for:` becomes 1 s, every range window of
+// N minutes N seconds (at least 10 s, so a rate spans several 1 s scrapes),
+// and the heartbeat threshold 60 s becomes 5 s (heartbeats come every second
+// here). The expressions are otherwise the shipped ones.
+absl::StatusOr<std::string> TestScaleRules(const std::string& shipped) {
+  std::string out;
+  std::istringstream in(shipped);
+  for (std::string line; std::getline(in, line);) {
+    const size_t indent = line.find_first_not_of(' ');
+    if (indent != std::string::npos && line.compare(indent, 4, "for:") == 0) {
+      line = line.substr(0, indent) + "for: 1s";
+    }
+    out += line + "\n";
+  }
+  static const std::regex kWindow(R"(\[(\d+)m\])");
+  std::string scaled;
+  auto last = out.cbegin();
+  for (auto it = std::sregex_iterator(out.begin(), out.end(), kWindow); it != std::sregex_iterator(); ++it) {
+    scaled.append(last, (*it)[0].first);
+    scaled += "[" + std::to_string(std::max(10, std::stoi((*it)[1].str()))) + "s]";
+    last = (*it)[0].second;
+  }
+  scaled.append(last, out.cend());
+  const std::string heartbeat = "caddie_worker_heartbeat_age_seconds > 60";
+  const size_t at = scaled.find(heartbeat);
+  if (at == std::string::npos || scaled.find(heartbeat, at + 1) != std::string::npos) {
+    return absl::NotFoundError("alerts.yml does not have '" + heartbeat + "' exactly once");
+  }
+  scaled.replace(at, heartbeat.size(), "caddie_worker_heartbeat_age_seconds > 5");
+  return scaled;
+}
+
+// Polls /api/v1/alerts until every alert of `want` fires with (at least) its
+// labels; when one is first seen firing, its expression (`exprs`) must return
+// data through /api/v1/query. `between` runs between polls. Returns the
+// alerts that had not fired by `timeout` (empty: all did).
+std::set<std::string> WaitFiring(PromApi& api, const std::map<std::string, Labels>& want,
+                                 const std::map<std::string, std::string>& exprs, std::chrono::seconds timeout,
+                                 const std::function<void()>& between = {}) {
+  std::set<std::string> missing;
+  for (const auto& [name, l] : want) missing.insert(name);
+  const auto deadline = Clock::now() + timeout;
+  while (!missing.empty() && Clock::now() < deadline) {
+    for (const Labels& have : AlertsIn(api, "firing")) {
+      const std::string name = have.at("alertname");
+      if (!missing.count(name)) continue;
+      bool match = true;
+      for (const auto& [k, v] : want.at(name)) match = match && have.count(k) && have.at(k) == v;
+      if (!match) continue;
+      missing.erase(name);
+      const json r = api.Instant(exprs.at(name));
+      EXPECT_TRUE(HasData(r)) << name << " fires but its expression returns no data: " << exprs.at(name)
+                              << "\n" << r.dump().substr(0, 500);
+      std::printf("%s fires: %s\n", name.c_str(), json(have).dump().c_str());
+    }
+    if (!missing.empty()) {
+      if (between) between();
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    }
+  }
+  return missing;
+}
+
 class LivePrometheusTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -219,24 +319,25 @@ class LivePrometheusTest : public ::testing::Test {
     WriteFile(dir_.path() / "worker.token", kWorkerToken);
   }
 
-  void StartController() {
-    ASSERT_TRUE(controller_
-                    .Start({(BinaryDir() / "controller/caddie-controller").string(),
-                            "--listen", "127.0.0.1:" + std::to_string(grpc_port_),
-                            "--http-listen", "127.0.0.1:" + std::to_string(controller_http_),
-                            "--db", (dir_.path() / "caddie.db").string(),
-                            "--user-token-file", (dir_.path() / "user.token").string(),
-                            "--worker-token-file", (dir_.path() / "worker.token").string(),
-                            // Short heartbeats so the fleet metrics move within the test.
-                            "--heartbeat-interval", "1"},
-                           dir_.path() / "controller.log")
-                    .ok());
+  void StartController(const std::vector<std::string>& extra_args = {}) {
+    std::vector<std::string> argv = {(BinaryDir() / "controller/caddie-controller").string(),
+                                     "--listen", "127.0.0.1:" + std::to_string(grpc_port_),
+                                     "--http-listen", "127.0.0.1:" + std::to_string(controller_http_),
+                                     "--db", (dir_.path() / "caddie.db").string(),
+                                     "--user-token-file", (dir_.path() / "user.token").string(),
+                                     "--worker-token-file", (dir_.path() / "worker.token").string(),
+                                     // Short heartbeats so the fleet metrics move within the test.
+                                     "--heartbeat-interval", "1"};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    ASSERT_TRUE(controller_.Start(argv, dir_.path() / "controller.log").ok());
     ASSERT_TRUE(WaitHttpOk(controller_http_, "/healthz", std::chrono::seconds(30), &controller_))
         << controller_.Log();
   }
 
-  void StartWorker() {
-    const json plan = {{"steps", 40}, {"step_ms", 100}, {"eval_ms", 4000}, {"val_bpb", 2.25}};
+  // A worker with one declared GPU and one CPU slot running caddie-fake-train
+  // with `plan` (by default a healthy 4 s run with a 4 s evaluation).
+  void StartWorker(const json& plan = {{"steps", 40}, {"step_ms", 100}, {"eval_ms", 4000}, {"val_bpb", 2.25}},
+                   const std::string& name = "obs-worker") {
     fs::create_directories(dir_.path() / "spool");
     ASSERT_TRUE(worker_
                     .Start({(BinaryDir() / "worker/caddie-worker").string(),
@@ -246,19 +347,20 @@ class LivePrometheusTest : public ::testing::Test {
                             "--trainer",
                             (BinaryDir() / "tests/fake_trainer/caddie-fake-train").string(),
                             "--token-file", (dir_.path() / "worker.token").string(),
-                            "--name", "obs-worker", "--gpus", "1", "--cpu-slots", "1"},
+                            "--name", name, "--gpus", "1", "--cpu-slots", "1"},
                            dir_.path() / "worker.log", {{"CADDIE_FAKE_TRAIN", plan.dump()}})
                     .ok());
     ASSERT_TRUE(WaitHttpOk(worker_http_, "/healthz", std::chrono::seconds(30), &worker_))
         << worker_.Log();
   }
 
-  void StartPrometheus() {
+  // Prometheus with the scrape jobs of deploy/prometheus.yml (loopback
+  // targets, 1 s scrapes and evaluations) and `rules` as its rule file (by
+  // default the shipped alerts.yml, unchanged).
+  void StartPrometheus(const std::string& rules = ReadFile(SourceDir() / "deploy/prometheus/alerts.yml")) {
     const fs::path cfg_dir = dir_.path() / "prometheus";
     fs::create_directories(cfg_dir / "data");
-    // The shipped rules, unchanged; the scrape jobs of deploy/prometheus.yml
-    // with loopback targets and a 1 s interval.
-    fs::copy_file(SourceDir() / "deploy/prometheus/alerts.yml", cfg_dir / "alerts.yml");
+    WriteFile(cfg_dir / "alerts.yml", rules);
     WriteFile(cfg_dir / "prometheus.yml",
               "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
               "rule_files: [alerts.yml]\n"
@@ -278,15 +380,21 @@ class LivePrometheusTest : public ::testing::Test {
         << prometheus_.Log();
   }
 
-  std::string SubmitSweep() {
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(grpc_port_),
-                                       grpc::InsecureChannelCredentials());
-    auto stub = caddie::v1::UserService::NewStub(channel);
+  std::unique_ptr<caddie::v1::UserService::Stub> UserStub() {
+    return caddie::v1::UserService::NewStub(grpc::CreateChannel(
+        "127.0.0.1:" + std::to_string(grpc_port_), grpc::InsecureChannelCredentials()));
+  }
+
+  // Submits a one-job sweep (a CPU job by default); its id.
+  std::string SubmitSweep(int gpus = 0, int max_attempts = 0) {
+    auto stub = UserStub();
     caddie::v1::SubmitSweepRequest req;
     req.mutable_spec()->set_name("obs-test");
     req.mutable_spec()->set_sweep_json(
-        R"({"base": {"model_dim": 64, "num_layers": 2, "device": "cpu"}, "axes": {"seed": [1]}, "mode": "grid"})");
-    req.mutable_spec()->set_gpus(0);
+        gpus == 0 ? R"({"base": {"model_dim": 64, "num_layers": 2, "device": "cpu"}, "axes": {"seed": [1]}, "mode": "grid"})"
+                  : R"({"base": {"model_dim": 64, "num_layers": 2}, "axes": {"seed": [1]}, "mode": "grid"})");
+    req.mutable_spec()->set_gpus(gpus);
+    req.mutable_spec()->set_max_attempts(max_attempts);
     req.mutable_spec()->mutable_budget()->set_train_seconds(60);
     caddie::v1::SubmitSweepResponse resp;
     grpc::ClientContext ctx;
@@ -417,6 +525,111 @@ TEST_F(LivePrometheusTest, DashboardsAndAlertsHaveDataFromALiveControllerAndWork
     if (!pending) std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   EXPECT_TRUE(pending) << "CaddieControllerDown did not go pending";
+}
+
+// Every alert rule fires on the real event it is about, with the labels an
+// operator reads, and stays silent on the healthy fleet before. The shipped
+// rules at test scale (TestScaleRules); a controller that drains a worker
+// after one infrastructure failure; one worker whose trainer always crashes.
+TEST_F(LivePrometheusTest, EveryAlertFiresOnItsRealEvent) {
+  const auto start = Clock::now();
+  const absl::StatusOr<std::string> rules = TestScaleRules(ReadFile(SourceDir() / "deploy/prometheus/alerts.yml"));
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  EXPECT_FALSE(std::regex_search(*rules, std::regex(R"(\[\d+m\])"))) << *rules;
+  std::map<std::string, std::string> exprs;
+  for (const auto& g : YAML::Load(*rules)["groups"]) {
+    for (const auto& r : g["rules"]) {
+      exprs[r["alert"].as<std::string>()] = r["expr"].as<std::string>();
+      if (r["for"]) {
+        EXPECT_EQ(r["for"].as<std::string>(), "1s");
+      }
+    }
+  }
+  ASSERT_EQ(exprs.size(), AlertExprs().size());
+
+  ASSERT_NO_FATAL_FAILURE(StartController({"--drain-after", "1"}));
+  // Every job on this worker crashes at step 1 (exit 3: an infrastructure failure).
+  ASSERT_NO_FATAL_FAILURE(
+      StartWorker({{"steps", 5}, {"step_ms", 50}, {"crash_at_step", 1}, {"crash_exit_code", 3}}, "obs-crash"));
+  ASSERT_NO_FATAL_FAILURE(StartPrometheus(*rules));
+  PromApi api(prom_port_);
+  ASSERT_TRUE(WaitForData(api, "up{job=\"caddie-controller\"} == 1", std::chrono::seconds(30))) << Logs();
+  ASSERT_TRUE(WaitForData(api, "up{job=\"caddie-worker\"} == 1", std::chrono::seconds(30))) << Logs();
+  ASSERT_TRUE(WaitForData(api, "caddie_worker_heartbeat_age_seconds{worker=\"obs-crash\"}",
+                          std::chrono::seconds(30)))
+      << Logs();
+
+  // Healthy: a few evaluations later every rule is loaded and ok, nothing is
+  // pending or firing, and no alert expression returns data.
+  std::this_thread::sleep_for(std::chrono::seconds(3));
+  int loaded = 0;
+  const json loaded_rules = api.Get("/api/v1/rules");
+  for (const auto& g : loaded_rules["data"]["groups"]) {
+    for (const auto& r : g["rules"]) {
+      ++loaded;
+      EXPECT_EQ(r.value("health", ""), "ok") << r.dump();
+    }
+  }
+  EXPECT_EQ(loaded, static_cast<int>(exprs.size()));
+  EXPECT_EQ(Dump(AlertsIn(api, "pending")), "[]");
+  EXPECT_EQ(Dump(AlertsIn(api, "firing")), "[]");
+  for (const auto& [name, e] : exprs) {
+    EXPECT_FALSE(HasData(api.Instant(e))) << name << " on a healthy fleet: " << e;
+  }
+
+  // The events: a job that crashes with no retries left (JobFailureRate; its
+  // infrastructure failure drains the worker: WorkerDrained), a job asking for
+  // more GPUs than any worker has (QueueStuck, once the crashed job's lease
+  // leaves the window), and calls with a bad token (GrpcErrors).
+  ASSERT_FALSE(SubmitSweep(/*gpus=*/0, /*max_attempts=*/1).empty()) << Logs();
+  ASSERT_FALSE(SubmitSweep(/*gpus=*/8).empty()) << Logs();
+  auto stub = UserStub();
+  grpc::StatusCode bad_token_code = grpc::StatusCode::OK;
+  auto bad_token_call = [&] {
+    caddie::v1::ListWorkersRequest req;
+    caddie::v1::ListWorkersResponse resp;
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer not-the-user-token");
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    bad_token_code = stub->ListWorkers(&ctx, req, &resp).error_code();
+  };
+  const std::map<std::string, Labels> events = {
+      {"CaddieJobFailureRate", {{"severity", "warning"}}},
+      {"CaddieWorkerDrained", {{"worker", "obs-crash"}, {"job", "caddie-controller"}, {"severity", "warning"}}},
+      {"CaddieQueueStuck", {{"job", "caddie-controller"}, {"severity", "warning"}}},
+      {"CaddieGrpcErrors", {{"method", "ListWorkers"}, {"severity", "info"}}},
+  };
+  std::set<std::string> missing = WaitFiring(api, events, exprs, std::chrono::seconds(60), bad_token_call);
+  EXPECT_TRUE(missing.empty()) << absl::StrJoin(missing, ", ") << " did not fire; firing: "
+                               << Dump(AlertsIn(api, "firing")) << "\n" << Logs();
+  EXPECT_EQ(bad_token_code, grpc::StatusCode::UNAUTHENTICATED);
+  // The worker and the controller are still up and heartbeating: those stay silent.
+  const std::set<std::string> firing = AlertNames(AlertsIn(api, "firing"));
+  for (const char* quiet : {"CaddieWorkerDown", "CaddieWorkerHeartbeatLost", "CaddieControllerDown"}) {
+    EXPECT_EQ(firing.count(quiet), 0u) << quiet;
+  }
+
+  // The worker dies: its scrape fails (WorkerDown) and its heartbeats stop (HeartbeatLost).
+  worker_.Kill(SIGKILL);
+  missing = WaitFiring(api,
+                       {{"CaddieWorkerDown", {{"job", "caddie-worker"},
+                                              {"instance", "127.0.0.1:" + std::to_string(worker_http_)},
+                                              {"severity", "warning"}}},
+                        {"CaddieWorkerHeartbeatLost", {{"worker", "obs-crash"}, {"severity", "warning"}}}},
+                       exprs, std::chrono::seconds(30));
+  EXPECT_TRUE(missing.empty()) << absl::StrJoin(missing, ", ") << " did not fire; firing: "
+                               << Dump(AlertsIn(api, "firing")) << "\n" << Logs();
+
+  // The controller dies.
+  controller_.Kill(SIGKILL);
+  missing = WaitFiring(api,
+                       {{"CaddieControllerDown", {{"job", "caddie-controller"},
+                                                  {"instance", "127.0.0.1:" + std::to_string(controller_http_)},
+                                                  {"severity", "critical"}}}},
+                       exprs, std::chrono::seconds(30));
+  EXPECT_TRUE(missing.empty()) << "CaddieControllerDown did not fire; firing: " << Dump(AlertsIn(api, "firing"));
+  std::printf("all %zu alerts fired on their events in %.0f s\n", exprs.size(),
+              std::chrono::duration<double>(Clock::now() - start).count());
 }
 
 // Every command-line flag the deployment files pass to a daemon is one that
