@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <deque>
@@ -89,6 +90,20 @@ caddie::v1::Event ParseEventLine(const std::string& line, double now_unix) {
   e.set_json(json{{ev::kEvent, "log"}, {ev::kTime, now_unix}, {ev::kMessage, line}}.dump(
       -1, ' ', false, json::error_handler_t::replace));
   return e;
+}
+
+std::vector<std::string> WithoutSecrets(std::vector<std::string> env,
+                                        const std::vector<std::string>& withheld_values) {
+  std::erase_if(env, [&](const std::string& kv) {
+    const size_t eq = kv.find('=');
+    const std::string_view name = std::string_view(kv).substr(0, eq);
+    if (name.starts_with("CADDIE_") && name.find("TOKEN") != std::string_view::npos) return true;
+    if (eq == std::string::npos) return false;
+    const std::string_view value = std::string_view(kv).substr(eq + 1);
+    return std::any_of(withheld_values.begin(), withheld_values.end(),
+                       [&](const std::string& w) { return !w.empty() && value == w; });
+  });
+  return env;
 }
 
 std::string TailFile(const std::string& path, int n) {
@@ -183,7 +198,8 @@ JobOutcome JobRunner::Run() {
   const int world = assignment_.gpu_indices.empty() ? 1 : static_cast<int>(assignment_.gpu_indices.size());
   auto port = PickFreePort();
   if (!port.ok()) return Fail(caddie::v1::EXIT_REASON_INFRA_ERROR, std::string(port.status().message()), true);
-  std::vector<std::string> env = CurrentEnvironment();
+  // The trainer runs the job's code: it gets no caddie token (docs/contracts.md).
+  std::vector<std::string> env = WithoutSecrets(CurrentEnvironment(), config_.withheld_values);
   // Every rank sees the job's GPUs and picks cuda:LOCAL_RANK among them (as under
   // torchrun); a CPU job sees none.
   SetEnv(&env, "CUDA_VISIBLE_DEVICES", absl::StrJoin(assignment_.gpu_indices, ","));

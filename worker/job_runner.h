@@ -48,6 +48,9 @@ struct RunnerConfig {
   std::chrono::milliseconds poll{50};
   std::chrono::milliseconds batch_interval{200};  // events are batched at most this long
   size_t batch_max = 64;
+  // Environment values never handed to a trainer (the worker's bearer token,
+  // however it was given), besides the CADDIE_*TOKEN* variables always withheld.
+  std::vector<std::string> withheld_values;
 };
 
 struct JobAssignment {
@@ -81,6 +84,13 @@ caddie::v1::Event ParseEventLine(const std::string& line, double now_unix);
 
 // The last `n` lines of a text file ("" when unreadable).
 std::string TailFile(const std::string& path, int n);
+
+// `env` ("NAME=value" entries) without the secrets a trainer must not see:
+// every variable whose name starts with CADDIE_ and contains TOKEN
+// (CADDIE_TOKEN, CADDIE_WORKER_TOKEN, CADDIE_USER_TOKEN, ...), and every
+// variable whose value is one of `withheld_values` (empty ones ignored).
+std::vector<std::string> WithoutSecrets(std::vector<std::string> env,
+                                        const std::vector<std::string>& withheld_values);
 
 class JobRunner {
  public:

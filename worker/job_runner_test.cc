@@ -174,6 +174,42 @@ TEST_F(JobRunnerTest, RanksGetRendezvousEnvironment) {
   EXPECT_NE(r0["pid"], r1["pid"]);
 }
 
+TEST(WithoutSecretsTest, DropsCaddieTokenVariablesAndWithheldValues) {
+  const std::vector<std::string> env = {"CADDIE_TOKEN=u", "CADDIE_WORKER_TOKEN=w", "CADDIE_USER_TOKEN_FILE=/f",
+                                        "CADDIE_TOKEN", "CADDIE_ADDR=h:1", "MY_TOKEN=kept", "ALIAS=s3cret",
+                                        "ALIAS2=s3cret-not", "RANK=0", "EMPTY="};
+  EXPECT_EQ(WithoutSecrets(env, {"s3cret", ""}),
+            (std::vector<std::string>{"CADDIE_ADDR=h:1", "MY_TOKEN=kept", "ALIAS2=s3cret-not", "RANK=0", "EMPTY="}));
+}
+
+// The trainer runs the job's code: no caddie token reaches it, whatever the
+// variable, while the rendezvous variables and the rest of the env still do.
+TEST_F(JobRunnerTest, TrainerGetsNoTokens) {
+  const std::vector<std::pair<std::string, std::string>> set = {
+      {"CADDIE_TOKEN", "user-secret-1"}, {"CADDIE_WORKER_TOKEN", "worker-secret-2"},
+      {"CADDIE_USER_TOKEN", "user-secret-3"}, {"WORKER_TOKEN_COPY", "worker-secret-4"},
+      {"CADDIE_KEEP_ME", "kept"}};
+  for (const auto& [k, v] : set) setenv(k.c_str(), v.c_str(), 1);
+  RunnerConfig config;
+  config.withheld_values = {"worker-secret-4"};
+  JobOutcome o = RunJob({{"fake", {{"steps", 1}, {"step_ms", 10}, {"dump_env", true}}}}, {}, {3, 5}, config);
+  for (const auto& [k, v] : set) unsetenv(k.c_str());
+  ASSERT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  for (const char* rank : {"fake_rank0.json", "fake_rank1.json"}) {
+    const json env = ReadJson(run_dir_ / rank).value("env", json::object());
+    ASSERT_FALSE(env.empty()) << rank;
+    for (const char* gone : {"CADDIE_TOKEN", "CADDIE_WORKER_TOKEN", "CADDIE_USER_TOKEN", "WORKER_TOKEN_COPY"}) {
+      EXPECT_FALSE(env.contains(gone)) << rank << " has " << gone;
+    }
+    EXPECT_EQ(env.value("CADDIE_KEEP_ME", ""), "kept");
+    for (const char* present : {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                                "CUDA_VISIBLE_DEVICES", "CADDIE_JOB_ID", "CADDIE_ATTEMPT", "PATH"}) {
+      EXPECT_TRUE(env.contains(present)) << rank << " lacks " << present;
+    }
+    EXPECT_EQ(env.value("WORLD_SIZE", ""), "2");
+  }
+}
+
 TEST_F(JobRunnerTest, CpuJobSeesNoGpus) {
   JobOutcome o = RunJob({{"fake", {{"steps", 1}}}});
   ASSERT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;

@@ -61,6 +61,8 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(WorkerOptions options) {
   if (options.cpu_slots < 0) {
     return absl::InvalidArgumentError(absl::StrCat("--cpu-slots ", options.cpu_slots, " must be >= 0"));
   }
+  // However the token came (--token-file, the environment), no trainer sees it.
+  if (!options.token.empty()) options.runner.withheld_values.push_back(options.token);
   const std::string root = (fs::path(options.work_dir) / options.id).string();
   std::error_code ec;
   fs::create_directories(fs::path(root) / "runs", ec);

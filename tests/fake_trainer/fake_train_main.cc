@@ -18,9 +18,11 @@
 //   code_bytes [0]                   code_bytes reported in `final`
 //   exit_code [0]                    exit status after `final`
 //   val_bpb [2.5]
+//   dump_env [false]                 also write the whole environment into fake_rank<R>.json ("env")
 // The spec's max_wallclock_seconds is honoured like the real trainer's budget
 // (exit reason time_budget); SIGTERM stops after the current step (terminated).
-// Each rank writes fake_rank<R>.json (pid and rendezvous env) into the run dir.
+// Each rank writes fake_rank<R>.json (pid and rendezvous env; all of the env
+// with dump_env) into the run dir.
 #include <signal.h>
 #include <unistd.h>
 
@@ -37,6 +39,8 @@
 #include <nlohmann/json.hpp>
 
 #include "common/core/events.h"
+
+extern char** environ;
 
 namespace {
 
@@ -142,6 +146,15 @@ int main(int argc, char** argv) {
       if (const char* v = std::getenv(k); v != nullptr) me[k] = v;
     }
     me["argv_data"] = data;
+    if (plan.value("dump_env", false)) {
+      json env = json::object();
+      for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+        const std::string kv = *e;
+        const size_t eq = kv.find('=');
+        env[kv.substr(0, eq)] = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      }
+      me["env"] = env;
+    }
     std::ofstream(fs::path(run_dir) / ("fake_rank" + std::to_string(rank) + ".json")) << me.dump() << '\n';
   }
 

@@ -7,7 +7,8 @@
 //    is served, a plaintext client and a client trusting another CA are not;
 //    caddie-worker and the CLI take the CA with --tls-ca (the CLI also from
 //    CADDIE_TLS_CA) and name the address and TLS when the handshake fails;
-//  - tokens never appear in either daemon's log or /metrics;
+//  - tokens never appear in either daemon's log or /metrics, nor in the
+//    trainer's environment (CADDIE_*TOKEN* and the worker's own token stripped);
 //  - job specs cannot run commands: shell syntax in a spec reaches the trainer
 //    as inert text (execve, no shell), and no daemon source calls a shell.
 #include <gmock/gmock.h>
@@ -309,7 +310,8 @@ std::string HttpGet(const std::string& addr, const std::string& path) {
 }
 
 // A worker with the token runs a job whose spec holds shell syntax; afterwards
-// no token is in any log or /metrics page and the shell syntax ran nothing.
+// no token is in any log or /metrics page or the trainer's environment, and the
+// shell syntax ran nothing.
 TEST(Security, TokensStayOutOfLogsAndMetricsAndSpecsRunNoCommands) {
   const fs::path dir = Scratch("sec_run");
   ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
@@ -325,7 +327,13 @@ TEST(Security, TokensStayOutOfLogsAndMetricsAndSpecsRunNoCommands) {
                           (dir / "worker.token").string(), "--work-dir", (dir / "w").string(), "--id", "sec-w",
                           "--trainer", CADDIE_FAKE_TRAIN_BIN, "--cpu-slots", "1", "--lease-interval", "0.2",
                           "--http-listen", "127.0.0.1:0"},
-                         dir / "worker.log", {{"CADDIE_FAKE_TRAIN", R"({"steps": 3, "step_ms": 10})"}})
+                         dir / "worker.log",
+                         // Tokens in the worker's environment (its own came by --token-file) that
+                         // the trainer must not inherit; the fake trainer dumps what it got.
+                         {{"CADDIE_FAKE_TRAIN", R"({"steps": 3, "step_ms": 10, "dump_env": true})"},
+                          {"CADDIE_TOKEN", kUser},
+                          {"CADDIE_WORKER_TOKEN", kWorker},
+                          {"SOME_COPY_OF_THE_WORKER_TOKEN", kWorker}})
                   .ok());
   const auto worker_http = WaitForLogMatch(worker, std::regex(R"(metrics on http://([0-9.]+:\d+)/metrics)"),
                                            std::chrono::seconds(20));
@@ -361,7 +369,22 @@ TEST(Security, TokensStayOutOfLogsAndMetricsAndSpecsRunNoCommands) {
   EXPECT_FALSE(fs::exists(pwned)) << "a spec string was run by a shell";
   // The trainer got the text as data: the run dir's spec.json holds it verbatim.
   bool saw_spec = false;
+  bool saw_env = false;
   for (const auto& e : fs::recursive_directory_iterator(dir / "w")) {
+    if (e.path().filename() == "fake_rank0.json") {
+      const auto me = nlohmann::json::parse(ReadAll(e.path()), nullptr, false);
+      ASSERT_TRUE(me.is_object());
+      const auto env = me.value("env", nlohmann::json::object());
+      for (const char* k : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "CADDIE_JOB_ID", "CADDIE_FAKE_TRAIN"}) {
+        EXPECT_TRUE(env.contains(k)) << "trainer env lacks " << k;
+      }
+      for (const char* k : {"CADDIE_TOKEN", "CADDIE_WORKER_TOKEN", "SOME_COPY_OF_THE_WORKER_TOKEN"}) {
+        EXPECT_FALSE(env.contains(k)) << "trainer env has " << k;
+      }
+      EXPECT_THAT(env.dump(), Not(HasSubstr(kUser)));
+      EXPECT_THAT(env.dump(), Not(HasSubstr(kWorker)));
+      saw_env = true;
+    }
     if (e.path().filename() == "spec.json") {
       const auto spec = nlohmann::json::parse(ReadAll(e.path()), nullptr, false);
       ASSERT_TRUE(spec.is_object());
@@ -370,6 +393,7 @@ TEST(Security, TokensStayOutOfLogsAndMetricsAndSpecsRunNoCommands) {
     }
   }
   EXPECT_TRUE(saw_spec);
+  EXPECT_TRUE(saw_env);
 
   const std::string everything = ctl.Log() + worker.Log() + HttpGet(ctl.http_address(), "/metrics") +
                                  HttpGet(*worker_http, "/metrics") + HttpGet(*worker_http, "/jobs");
