@@ -7,7 +7,7 @@
 //
 // Label values must come from bounded sets: job states (kJobStates), final
 // states (kFinalStates), pending reasons (kPendingReasons), gRPC method names,
-// worker ids (live workers only) and job ids (running jobs only: remove a
+// worker ids (workers heard from within --metrics-worker-ttl) and job ids (running jobs only: remove a
 // job's series when it leaves the running state — see per-job gauges below).
 //
 // Thread-safety: constants only.
@@ -91,8 +91,9 @@ inline constexpr MetricDef kWorkers{"caddie_workers", MetricType::kGauge,
                                     "Registered workers by state.", "state"};
 inline constexpr std::array<std::string_view, 3> kWorkerStates = {"live", "drained", "lost"};
 
-// Per registered worker, as the controller sees it (remove when a worker is
-// forgotten): seconds since its last heartbeat (set in a collect hook), and its
+// Per registered worker, as the controller sees it (removed once a worker has
+// sent no heartbeat for --metrics-worker-ttl, default 1 h; caddie_workers
+// still counts it as lost): seconds since its last heartbeat (set in a collect hook), and its
 // GPUs with state "busy" or "free".
 inline constexpr MetricDef kWorkerHeartbeatAge{
     "caddie_worker_heartbeat_age_seconds", MetricType::kGauge,

@@ -68,6 +68,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", o.scheduler.heartbeat_interval_seconds, "Seconds between worker heartbeats")
       ->check(CLI::PositiveNumber);
   app.add_option("--worker-lost-after", o.scheduler.worker_lost_seconds, "Seconds without heartbeat = lost worker");
+  app.add_option("--metrics-worker-ttl", o.scheduler.metrics_worker_ttl_seconds,
+                 "Seconds without heartbeat after which a worker leaves the per-worker metrics (0 = never)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--drain-after", o.scheduler.drain_after,
                  "Consecutive infrastructure failures that drain a worker (0 = never)");
   app.add_option("--retry-avoid", o.scheduler.retry_avoid_seconds,

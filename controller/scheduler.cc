@@ -734,7 +734,18 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
   int live = 0, drained = 0, lost = 0;
   std::string big_id, free_id, cpu_id;
   int32_t biggest = -1, most_free = -1, cpu_free = -1;
+  const int64_t ttl_ms = static_cast<int64_t>(options_.metrics_worker_ttl_seconds * 1000);
   for (const auto& [id, w] : workers) {
+    if (ttl_ms > 0 && now - w.last_seen_ms > ttl_ms) {
+      // Gone for good: its per-worker series leave /metrics (bounded
+      // cardinality); the fleet totals below still count it as lost.
+      metrics_->heartbeat_age->Remove({id});
+      metrics_->worker_gpus->RemoveMatching("worker", id);
+      metrics_->worker_drained->Remove({id});
+      metrics_->worker_drained_by_hand->Remove({id});
+      w.drained ? ++drained : ++lost;
+      continue;
+    }
     const double age = static_cast<double>(now - w.last_seen_ms) / 1000.0;
     metrics_->heartbeat_age->WithLabels({id}).Set(age);
     metrics_->worker_gpus->WithLabels({id, "free"}).Set(w.gpus_free);

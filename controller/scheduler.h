@@ -45,6 +45,10 @@ struct SchedulerOptions {
   double heartbeat_interval_seconds = 5;
   // A worker with no heartbeat for this long is "lost" (not offered work in pending reasons).
   double worker_lost_seconds = 60;
+  // A worker with no heartbeat for this long leaves the per-worker series
+  // (heartbeat age, GPUs, drained) until it comes back; it still counts as
+  // "lost" in caddie_workers. 0 = never.
+  double metrics_worker_ttl_seconds = 3600;
   // Consecutive infrastructure failures that drain a worker (0 = never).
   int32_t drain_after = 3;
   // A job retried after an infra failure avoids the failing worker this long.

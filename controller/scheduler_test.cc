@@ -466,6 +466,36 @@ TEST_F(SchedulerTest, AutoDrainedWorkerCanBeUndrainedAndItsFailureCountRestarts)
 
 // Issue 15: Katib trials hang in Running when metrics stop. Here a leased job whose
 // trainer goes silent past the limit is killed and failed with no_progress.
+// A worker silent past the metrics TTL (default 1 h) leaves the per-worker
+// series; the fleet totals still count it as lost; back, its series return.
+TEST_F(SchedulerTest, WorkerGoneLongerThanMetricsTtlLeavesPerWorkerSeries) {
+  Register("w-gone", 2);
+  Register("w-live", 1);
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_TRUE(absl::StrContains(registry_.Render(), "caddie_worker_heartbeat_age_seconds{worker=\"w-gone\"}"));
+  // 30 minutes later w-gone is lost but still exported; w-live keeps heartbeating.
+  now_ += 1800 * 1000;
+  Register("w-live", 1);
+  ASSERT_TRUE(sched_->Tick().ok());
+  std::string text = registry_.Render();
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_heartbeat_age_seconds{worker=\"w-gone\"} 1800")) << text;
+  // Past the hour: every w-gone series is gone, w-live's stay, and the totals still count w-gone.
+  now_ += 1801 * 1000;
+  Register("w-live", 1);
+  ASSERT_TRUE(sched_->Tick().ok());
+  text = registry_.Render();
+  EXPECT_FALSE(absl::StrContains(text, "w-gone")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-live\",state=\"free\"}")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_workers{state=\"lost\"} 1")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_workers{state=\"live\"} 1")) << text;
+  // It comes back: its series return.
+  Register("w-gone", 2);
+  ASSERT_TRUE(sched_->Tick().ok());
+  text = registry_.Render();
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_heartbeat_age_seconds{worker=\"w-gone\"} 0")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_workers{state=\"lost\"} 0")) << text;
+}
+
 TEST_F(SchedulerTest, NoMetricsMeansFailure_SilentJobIsKilledWithNoProgress) {
   auto sub = Submit({{"axes", {{"seed", {1, 2}}}}});
   Register("w1", 2);
