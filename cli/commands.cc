@@ -296,7 +296,9 @@ void RunWatch(const GlobalOptions& g, const ListArgs& a) {
 }
 
 // One trainer output line: a `log` event is the raw line the trainer printed;
-// other events are shown as the JSON objects the trainer wrote.
+// other events are shown as the JSON objects the trainer wrote. The controller
+// holds rank 0's stdout (the event stream); other ranks' output and stderr stay
+// in the run directory on the worker (rank<R>.stdout.log, rank<R>.stderr.log).
 std::string LogLine(const std::string& event_json) {
   const json j = json::parse(event_json, nullptr, false);
   if (j.is_object() && j.value("event", "") == "log" && j.contains("message") && j["message"].is_string()) {
@@ -305,19 +307,29 @@ std::string LogLine(const std::string& event_json) {
   return event_json;
 }
 
+// `caddie logs --json`: {"ts": unix seconds, "rank": 0, "stream": "stdout", "line": text}.
+std::string LogLineJson(const std::string& event_json) {
+  const json j = json::parse(event_json, nullptr, false);
+  json ts = nullptr;
+  if (j.is_object() && j.contains("time") && j["time"].is_number()) ts = j["time"];
+  return json{{"ts", ts}, {"rank", 0}, {"stream", "stdout"}, {"line", LogLine(event_json)}}.dump(
+             -1, ' ', false, json::error_handler_t::replace) +
+         "\n";
+}
+
 void RunLogs(const GlobalOptions& g, const ListArgs& a) {
   auto client = MakeClient(g);
   if (!a.follow) {
     auto r = OrFail(client->GetJobLogs(a.id, a.tail));
     for (absl::string_view line : absl::StrSplit(r.text(), '\n', absl::SkipEmpty())) {
-      Print(LogLine(std::string(line)) + "\n");
+      Print(a.json ? LogLineJson(std::string(line)) : LogLine(std::string(line)) + "\n");
     }
     return;
   }
   // -f: the job's stored events, then live ones until it ends.
   CancelOnInterrupt cancel(client.get());
   absl::Status s = client->WatchJob(a.id, 0, [&](const v1::WatchJobResponse& r) {
-    for (const auto& e : r.events()) Print(LogLine(e.json()) + "\n");
+    for (const auto& e : r.events()) Print(a.json ? LogLineJson(e.json()) : LogLine(e.json()) + "\n");
     return true;
   });
   if (s.code() == absl::StatusCode::kCancelled) throw CLI::RuntimeError(kExitInterrupted);
@@ -477,6 +489,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   logs->add_flag("-f,--follow", la->follow, "Keep printing new lines until the job ends");
   logs->add_option("--tail", la->tail, "Only the last N lines (0 = the controller's default, 100)")
       ->capture_default_str();
+  logs->add_flag("--json", la->json, "One JSON object per line: ts (unix seconds), rank, stream, line");
   logs->callback([&g, la] { RunLogs(g, *la); });
 
   CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job (a running one is stopped by its worker)");

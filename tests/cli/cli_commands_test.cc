@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_split.h"
 #include "tests/cli/cli_harness.h"
 
 namespace caddie::clitest {
@@ -330,6 +331,68 @@ TEST(CliClusterTest, CancelStopsARunningJobWithinTwoHeartbeats) {
   r = c.Caddie({"cancel", job});
   EXPECT_EQ(r.code, 7) << r.out << r.err;
   EXPECT_THAT(r.err, HasSubstr("job " + job + " has already ended (cancelled); there is nothing to cancel"));
+}
+
+// The `line` fields of `caddie logs --json` output, each object checked for its fields.
+std::vector<std::string> JsonLogLines(const std::string& out) {
+  std::vector<std::string> lines;
+  for (absl::string_view l : absl::StrSplit(out, '\n', absl::SkipEmpty())) {
+    const json j = json::parse(l, nullptr, false);
+    EXPECT_TRUE(j.is_object()) << l;
+    if (!j.is_object()) continue;
+    EXPECT_TRUE(j["ts"].is_number()) << l;
+    EXPECT_EQ(j["rank"], 0) << l;
+    EXPECT_EQ(j["stream"], "stdout") << l;
+    lines.push_back(j.value("line", ""));
+  }
+  return lines;
+}
+
+// `caddie logs ID -f --json` started while the job runs follows it to its end and
+// exits 0; every line the fake trainer printed on stdout (rank0.stdout.log in its
+// run dir on the worker) arrives through the controller, in order; `logs --json`
+// afterwards and `--tail N` agree.
+TEST(CliClusterTest, LogsJsonFollowsTheTrainerOutputInOrder) {
+  LocalCluster c(R"({"steps": 30, "step_ms": 100})");
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string f = c.dir() + "/one.yaml";
+  WriteFile(f, "name: logs\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\n");
+  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string job = json::parse(r.out)["jobs"][0]["id"];
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
+  // Started while the job runs (about 3 s of steps left); returns when it ends.
+  RunResult followed = c.Caddie({"logs", job, "-f", "--json"}, std::chrono::seconds(60));
+  ASSERT_EQ(followed.code, 0) << followed.out << followed.err;
+  r = c.Caddie({"job", job, "--json"});
+  EXPECT_EQ(json::parse(r.out)["state"], "JOB_STATE_SUCCEEDED");  // -f returned because the job ended
+
+  const std::vector<std::string> lines = JsonLogLines(followed.out);
+  ASSERT_EQ(lines.size(), 33u) << followed.out;  // start, 30 steps, val, final
+  EXPECT_EQ(json::parse(lines.front())["event"], "start");
+  for (int s = 1; s <= 30; ++s) {
+    const json step = json::parse(lines[s]);
+    EXPECT_EQ(step["event"], "step") << lines[s];
+    EXPECT_EQ(step["step"], s) << lines[s];
+  }
+  EXPECT_EQ(json::parse(lines[31])["event"], "val");
+  EXPECT_EQ(json::parse(lines.back())["event"], "final");
+  // Exactly what the trainer wrote, as the worker keeps it on disk.
+  const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
+  ASSERT_FALSE(run_dir.empty());
+  const std::vector<std::string> on_disk =
+      absl::StrSplit(ReadFileOrEmpty(run_dir + "/rank0.stdout.log"), '\n', absl::SkipEmpty());
+  EXPECT_EQ(lines, on_disk);
+
+  r = c.Caddie({"logs", job, "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(JsonLogLines(r.out), lines);
+  r = c.Caddie({"logs", job, "--json", "--tail", "3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(JsonLogLines(r.out), std::vector<std::string>(lines.end() - 3, lines.end()));
+  // Plain text: the same lines.
+  r = c.Caddie({"logs", job});
+  EXPECT_EQ(std::vector<std::string>(absl::StrSplit(r.out, '\n', absl::SkipEmpty())), lines);
 }
 
 // `caddie workers drain` takes the worker out of service while its running job
