@@ -157,15 +157,18 @@ Cert MakeCert(const fs::path& dir, const std::string& name) {
   return c;
 }
 
+// Starts `ctl` serving TLS with `cert`, with both roles' tokens.
+absl::Status StartTls(ControllerProcess& ctl, const Cert& cert) {
+  return ctl.Start({"--tls-cert", cert.cert.string(), "--tls-key", cert.key.string()},
+                   {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}});
+}
+
 TEST(Security, TlsServesTrustingClientsOnly) {
   const fs::path dir = Scratch("sec_tls");
   const Cert good = MakeCert(dir, "server");
   const Cert other = MakeCert(dir, "other");
   ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
-  ASSERT_TRUE(ctl.Start({"--tls-cert", good.cert.string(), "--tls-key", good.key.string()},
-                        {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}})
-                  .ok())
-      << ctl.Log();
+  ASSERT_TRUE(StartTls(ctl, good).ok()) << ctl.Log();
   EXPECT_THAT(ctl.Log(), HasSubstr("tls on"));
   auto tls = [&](const fs::path& root) {
     grpc::SslCredentialsOptions o;
@@ -202,10 +205,7 @@ TEST(Security, TlsWorkerAndCliTrustTheGivenCaOnly) {
   const Cert good = MakeCert(dir, "server");
   const Cert other = MakeCert(dir, "other");
   ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
-  ASSERT_TRUE(ctl.Start({"--tls-cert", good.cert.string(), "--tls-key", good.key.string()},
-                        {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}})
-                  .ok())
-      << ctl.Log();
+  ASSERT_TRUE(StartTls(ctl, good).ok()) << ctl.Log();
   auto start_worker = [&](testing_support::Process& w, const std::string& id, const fs::path* ca) {
     std::vector<std::string> argv = {CADDIE_WORKER_BIN, "--controller", ctl.address(), "--work-dir",
                                      (dir / "w").string(), "--id", id, "--trainer", CADDIE_FAKE_TRAIN_BIN,
