@@ -345,7 +345,7 @@ LiteStatusOr<std::string> Encode(const NamedTensors& state, const ExportOptions&
     if (ShouldQuantize(name, t, options.quant)) {
       const int bits = options.quant.bits;
       const int code_bits = pack ? bits : 8;
-      const QuantizedRows q = QuantizeRows(t, bits, options.quant.clip_percentile);
+      const QuantizedRows q = QuantizeRows(t, bits, options.quant.clip_percentile, options.quant.min_scale);
       PutLE(&out, kKindQuantized, 1);
       PutLE(&out, dtype, 1);
       PutLE(&out, 8 /* int8 codes */, 1);

@@ -48,7 +48,7 @@ NamedTensors SampleState() {
 // quantiser dequantises them, kept floats through fp16 (fp32 when too big), the rest as is.
 torch::Tensor Expected(const std::string& name, const torch::Tensor& t, const QuantOptions& q) {
   if (ShouldQuantize(name, t, q)) {
-    return QuantizeDequantize(t, q.bits, q.clip_percentile).to(t.scalar_type());
+    return QuantizeDequantize(t, q.bits, q.clip_percentile, q.min_scale).to(t.scalar_type());
   }
   if (t.is_floating_point()) {
     const bool fits = t.numel() == 0 || t.abs().max().item<double>() <= 65504.0;
@@ -166,6 +166,9 @@ TEST(ArtifactTest, FewerBitsMakeSmallerArtifacts) {
   for (int bits : {8, 6, 4, 2}) {
     ExportOptions o;
     o.quant.bits = bits;
+    // Exact per-row scales: under the reference's 1/127 floor these small rows use few
+    // int8 codes and int8 compresses better than packed int6 (BaselineShapedSizes).
+    o.quant.min_scale = 0.0;
     o.packing = CodePacking::kPacked;
     o.zstd_level = 3;
     LiteStatusOr<ArtifactSizes> sizes = MeasureArtifactSizes(state, o);
@@ -520,7 +523,7 @@ Gpt TrainTiny(const Corpus& c, int64_t steps, int qat_bits, int64_t qat_start) {
   const int64_t t = spec.seq_len;
   int64_t pos = 0;
   for (int64_t step = 0; step < steps; ++step) {
-    model->SetQat(step >= qat_start ? qat_bits : 0, 99.99984);
+    model->SetQat(step >= qat_start ? qat_bits : 0, 99.99984, kReferenceMinScale);
     if (pos + kBatchSeqs * t + 1 > c.train.numel()) pos = 0;
     const torch::Tensor chunk = c.train.slice(0, pos, pos + kBatchSeqs * t + 1);
     pos += kBatchSeqs * t;
@@ -533,7 +536,7 @@ Gpt TrainTiny(const Corpus& c, int64_t steps, int qat_bits, int64_t qat_start) {
     const double wd = kWarmdownFrac * static_cast<double>(steps);
     opt.Step(std::min(1.0, static_cast<double>(steps - step) / wd));
   }
-  model->SetQat(0, 99.99984);
+  model->SetQat(0, 99.99984, kReferenceMinScale);
   return model;
 }
 
@@ -640,6 +643,7 @@ TEST(ArtifactBaselineTest, BaselineShapedSizes) {
   for (int bits : {8, 6, 4}) {
     ExportOptions o;
     o.quant.bits = bits;
+    o.quant.min_scale = 0.0;  // exact scales: size falls with the bit width
     o.zstd_level = 3;
     o.packing = CodePacking::kPacked;
     LiteStatusOr<ArtifactSizes> s = MeasureArtifactSizes(state, o);
@@ -671,6 +675,16 @@ TEST(ArtifactBaselineTest, BaselineShapedSizes) {
   EXPECT_LT(sizes[4].zstd_bytes, sizes[6].zstd_bytes);
   EXPECT_LT(sizes[6].zlib_bytes, sizes[8].zlib_bytes);
   EXPECT_LT(sizes[4].zlib_bytes, sizes[6].zlib_bytes);
+  // The reference's floor (the default) puts these rows on the grid k/127 with few distinct
+  // codes: int8 then compresses well below int8 with exact scales, and below packed int6.
+  ExportOptions floored;
+  floored.zstd_level = 3;
+  LiteStatusOr<ArtifactSizes> f8 = MeasureArtifactSizes(state, floored);
+  ASSERT_TRUE(f8.ok()) << f8.status().message();
+  std::printf("int8 with the 1/127 scale floor: zstd-3 %lld, zlib-9 %lld\n",
+              static_cast<long long>(f8->zstd_bytes), static_cast<long long>(f8->zlib_bytes));
+  EXPECT_LT(f8->zstd_bytes, sizes[8].zstd_bytes);
+  EXPECT_LT(f8->zlib_bytes, sizes[8].zlib_bytes);
   // int6 fits the budget whatever the weights: its payload alone is under it.
   EXPECT_LT(sizes[6].payload_bytes + CodeBytes(), kArtifactLimitBytes);
 }

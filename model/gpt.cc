@@ -357,7 +357,7 @@ torch::Tensor GptImpl::W(const torch::Tensor& w, const std::string& name) {
   QuantOptions opts;
   opts.bits = qat_bits_;
   if (!ShouldQuantize(name, w, opts)) return w;
-  return FakeQuantize(w, qat_bits_, qat_clip_);
+  return FakeQuantize(w, qat_bits_, qat_clip_, qat_min_scale_);
 }
 
 torch::Tensor GptImpl::BlockForward(BlockImpl& b, const std::string& prefix, torch::Tensor x,

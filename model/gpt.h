@@ -14,6 +14,7 @@
 
 #include "common/core/shard_format.h"
 #include "common/core/train_spec.h"
+#include "model/quant.h"
 
 namespace caddie::model {
 
@@ -99,7 +100,9 @@ struct GptImpl : torch::nn::Module {
 
   // Quantisation-aware training: when bits > 0 the weights that export quantises
   // are fake-quantised (straight-through) in the forward pass.
-  void SetQat(int bits, double clip_percentile) { qat_bits_ = bits, qat_clip_ = clip_percentile; }
+  void SetQat(int bits, double clip_percentile, double min_scale) {
+    qat_bits_ = bits, qat_clip_ = clip_percentile, qat_min_scale_ = min_scale;
+  }
   int qat_bits() const { return qat_bits_; }
 
   int64_t NumParams();
@@ -136,6 +139,7 @@ struct GptImpl : torch::nn::Module {
 
   int qat_bits_ = 0;
   double qat_clip_ = 99.99984;
+  double qat_min_scale_ = kReferenceMinScale;
   torch::Tensor rope_cos_, rope_sin_;  // (1,1,T,rope_dims/2) cache
   torch::Tensor alibi_bias_;           // (1,H,T,T) cache: causal mask + ALiBi / none
 };

@@ -39,11 +39,13 @@ torch::Tensor RowClip(const torch::Tensor& w32, double clip_percentile) {
 
 // Returns the fp16-rounded scales as float32 (rows) and the float-valued codes.
 std::pair<torch::Tensor, torch::Tensor> QuantizeImpl(const torch::Tensor& w32, int bits,
-                                                     double clip_percentile) {
+                                                     double clip_percentile, double min_scale) {
   const double qmax = QMax(bits);
   const torch::Tensor clip = RowClip(w32, clip_percentile);
-  const torch::Tensor scale =
-      (clip / qmax).clamp(kMinScale, kMaxScale).to(torch::kFloat16).to(torch::kFloat32);
+  const torch::Tensor scale = (clip / qmax)
+                                  .clamp(std::clamp(min_scale, kMinScale, kMaxScale), kMaxScale)
+                                  .to(torch::kFloat16)
+                                  .to(torch::kFloat32);
   const torch::Tensor c = clip.unsqueeze(1);
   const torch::Tensor clipped = torch::max(torch::min(w32, c), -c);
   const torch::Tensor codes = torch::round(clipped / scale.unsqueeze(1)).clamp(-qmax, qmax);
@@ -53,12 +55,12 @@ std::pair<torch::Tensor, torch::Tensor> QuantizeImpl(const torch::Tensor& w32, i
 // Straight-through estimator: forward is the export round trip, backward the identity.
 struct FakeQuantizeFunction : public torch::autograd::Function<FakeQuantizeFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* /*ctx*/, torch::Tensor w,
-                               int64_t bits, double clip_percentile) {
-    return QuantizeDequantize(w, static_cast<int>(bits), clip_percentile).to(w.scalar_type());
+                               int64_t bits, double clip_percentile, double min_scale) {
+    return QuantizeDequantize(w, static_cast<int>(bits), clip_percentile, min_scale).to(w.scalar_type());
   }
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* /*ctx*/,
                                                  torch::autograd::variable_list grad_out) {
-    return {grad_out[0], torch::Tensor(), torch::Tensor()};
+    return {grad_out[0], torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -75,6 +77,9 @@ LiteStatus ValidateQuantOptions(const QuantOptions& options) {
   if (!(options.clip_percentile > 0.0 && options.clip_percentile <= 100.0)) {
     return LiteStatus::Error("clip_percentile " + std::to_string(options.clip_percentile) +
                              " out of range (0, 100]");
+  }
+  if (!(options.min_scale >= 0.0 && options.min_scale <= 1.0)) {
+    return LiteStatus::Error("min_scale " + std::to_string(options.min_scale) + " out of range [0, 1]");
   }
   if (options.keep_float_max_numel < 0) {
     return LiteStatus::Error("keep_float_max_numel " +
@@ -96,9 +101,10 @@ bool ShouldQuantize(const std::string& name, const torch::Tensor& w, const Quant
   return true;
 }
 
-QuantizedRows QuantizeRows(const torch::Tensor& w, int bits, double clip_percentile) {
+QuantizedRows QuantizeRows(const torch::Tensor& w, int bits, double clip_percentile,
+                           double min_scale) {
   const torch::Tensor w32 = AsRows(w);
-  auto [scale, codes] = QuantizeImpl(w32, bits, clip_percentile);
+  auto [scale, codes] = QuantizeImpl(w32, bits, clip_percentile, min_scale);
   QuantizedRows q;
   q.codes = codes.to(torch::kInt8).cpu().contiguous();
   q.scales = scale.to(torch::kFloat16).cpu().contiguous();
@@ -111,15 +117,17 @@ torch::Tensor DequantizeRows(const QuantizedRows& q, c10::IntArrayRef shape) {
   return (q.codes.to(torch::kFloat32) * q.scales.to(torch::kFloat32).unsqueeze(1)).reshape(shape);
 }
 
-torch::Tensor QuantizeDequantize(const torch::Tensor& w, int bits, double clip_percentile) {
+torch::Tensor QuantizeDequantize(const torch::Tensor& w, int bits, double clip_percentile,
+                                 double min_scale) {
   const torch::Tensor w32 = AsRows(w);
-  auto [scale, codes] = QuantizeImpl(w32, bits, clip_percentile);
+  auto [scale, codes] = QuantizeImpl(w32, bits, clip_percentile, min_scale);
   // Same product as DequantizeRows: integer-valued float codes times the fp16 scale.
   return (codes * scale.unsqueeze(1)).reshape(w.sizes());
 }
 
-torch::Tensor FakeQuantize(const torch::Tensor& w, int bits, double clip_percentile) {
-  return FakeQuantizeFunction::apply(w, static_cast<int64_t>(bits), clip_percentile);
+torch::Tensor FakeQuantize(const torch::Tensor& w, int bits, double clip_percentile,
+                           double min_scale) {
+  return FakeQuantizeFunction::apply(w, static_cast<int64_t>(bits), clip_percentile, min_scale);
 }
 
 int64_t PackedBytes(int64_t count, int bits) { return (count * bits + 7) / 8; }

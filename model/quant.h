@@ -20,9 +20,17 @@ namespace caddie::model {
 
 // Which tensors are quantised, and how. Defaults follow the reference
 // train_gpt.py (int8, 99.99984th percentile, small tensors kept as fp16).
+// The reference's floor on every row's scale: clamp_min(1/127). It binds whenever a row's
+// clip is below QMax/127 (at int8: below 1.0, i.e. nearly every trained row), putting those
+// rows on the fixed grid k/127. That is most of why the reference's int8 artifact compresses
+// to ~11 MB after a short run where exact per-row scales give ~16 MB, and why its
+// quantisation gap is larger.
+inline constexpr double kReferenceMinScale = 1.0 / 127.0;
+
 struct QuantOptions {
   int bits = 8;                             // 2..8
   double clip_percentile = 99.99984;        // per row, of |w|; in (0, 100]
+  double min_scale = kReferenceMinScale;    // floor of the scales; 0 = none (fp16's smallest)
   int64_t keep_float_max_numel = 65536;     // tensors this small stay fp16
   // Tensors whose name contains one of these stay fp16 whatever their size:
   // norms, gains and mixing scalars are few bytes but very sensitive.
@@ -54,25 +62,28 @@ struct QuantizedRows {
 
 // Per-row symmetric quantisation of a floating-point tensor on any device:
 // clip |w| at the row's clip_percentile (linear interpolation, as
-// torch.quantile), scale = fp16(clip / QMax) (floored so that it is never 0),
-// code = clamp(round(w / scale), -QMax, QMax). The scale is rounded to fp16
-// *before* dividing, so dequantisation with the stored fp16 scale is exact.
-// Unlike the reference there is no 1/127 floor on the scale: that floor is
-// harmless at int8 for weights above 1 but ruins int4 and below.
-// REQUIRES: bits valid, w floating point with at least one element, finite.
-QuantizedRows QuantizeRows(const torch::Tensor& w, int bits, double clip_percentile);
+// torch.quantile), scale = fp16(max(clip / QMax, min_scale)) (and never below fp16's
+// smallest subnormal), code = clamp(round(w / scale), -QMax, QMax). The scale is rounded
+// to fp16 *before* dividing, so dequantisation with the stored fp16 scale is exact.
+// min_scale = kReferenceMinScale is the reference's export; 0 gives exact per-row
+// scales (finer codes, smaller gap, larger artifact).
+// REQUIRES: bits valid, w floating point with at least one element, finite; min_scale >= 0.
+QuantizedRows QuantizeRows(const torch::Tensor& w, int bits, double clip_percentile,
+                           double min_scale);
 
 // codes * scale per row, as float32 of shape `shape` (on the codes' device).
 torch::Tensor DequantizeRows(const QuantizedRows& q, c10::IntArrayRef shape);
 
 // Dequantize(Quantize(w)) in float32 on w's device, without leaving it: what
 // the artifact reloads for w. REQUIRES as QuantizeRows.
-torch::Tensor QuantizeDequantize(const torch::Tensor& w, int bits, double clip_percentile);
+torch::Tensor QuantizeDequantize(const torch::Tensor& w, int bits, double clip_percentile,
+                                 double min_scale);
 
 // Quantisation-aware training: forward returns QuantizeDequantize(w) cast to
 // w's dtype; backward passes the gradient through unchanged (straight-through
 // estimator). Differentiable in w; no gradient reaches the scales.
-torch::Tensor FakeQuantize(const torch::Tensor& w, int bits, double clip_percentile);
+torch::Tensor FakeQuantize(const torch::Tensor& w, int bits, double clip_percentile,
+                           double min_scale);
 
 // Bit packing of codes in [-QMax(bits), QMax(bits)]: each code is stored as
 // the unsigned value code + QMax in `bits` bits, least significant bit first,

@@ -110,7 +110,7 @@ TEST(QuantTest, QuantizeRowsBoundsErrorByHalfAStep) {
   torch::manual_seed(1);
   const torch::Tensor w = torch::randn({64, 300}) * 0.05;
   for (int bits = 2; bits <= 8; ++bits) {
-    const QuantizedRows q = QuantizeRows(w, bits, 100.0);  // no clipping
+    const QuantizedRows q = QuantizeRows(w, bits, 100.0, 0.0);  // no clipping
     ASSERT_EQ(q.codes.scalar_type(), torch::kInt8);
     ASSERT_EQ(q.scales.scalar_type(), torch::kFloat16);
     EXPECT_EQ(q.codes.sizes(), (std::vector<int64_t>{64, 300}));
@@ -128,7 +128,7 @@ TEST(QuantTest, QuantizeRowsBoundsErrorByHalfAStep) {
 TEST(QuantTest, ClipAtPercentileMatchesTorchQuantile) {
   torch::manual_seed(2);
   const torch::Tensor w = torch::randn({8, 1000});
-  const QuantizedRows q = QuantizeRows(w, 8, 90.0);
+  const QuantizedRows q = QuantizeRows(w, 8, 90.0, 0.0);
   const torch::Tensor clip = torch::quantile(w.abs(), 0.9, /*dim=*/1);
   const torch::Tensor top = q.scales.to(torch::kFloat32) * 127.0;  // largest dequantised value
   EXPECT_TRUE(torch::allclose(top, clip, /*rtol=*/1e-3, /*atol=*/0)) << top << clip;
@@ -139,13 +139,13 @@ TEST(QuantTest, ClipAtPercentileMatchesTorchQuantile) {
 TEST(QuantTest, ZeroRowAndScalarAreSafe) {
   torch::Tensor w = torch::zeros({3, 5});
   w[1] = torch::arange(5).to(torch::kFloat32);
-  const QuantizedRows q = QuantizeRows(w, 4, kPct);
+  const QuantizedRows q = QuantizeRows(w, 4, kPct, 0.0);
   EXPECT_TRUE((q.scales.to(torch::kFloat32) > 0).all().item<bool>());
   EXPECT_TRUE(q.codes[0].eq(0).all().item<bool>());
   EXPECT_TRUE(torch::isfinite(DequantizeRows(q, w.sizes())).all().item<bool>());
   EXPECT_TRUE(DequantizeRows(q, w.sizes())[0].eq(0).all().item<bool>());
   const torch::Tensor scalar = torch::tensor(0.75);
-  EXPECT_FLOAT_EQ(QuantizeDequantize(scalar, 8, kPct).item<float>(),
+  EXPECT_FLOAT_EQ(QuantizeDequantize(scalar, 8, kPct, 0.0).item<float>(),
                   127 * torch::tensor(0.75f / 127.0f).to(torch::kFloat16).item<float>());
 }
 
@@ -153,8 +153,8 @@ TEST(QuantTest, QuantizeDequantizeEqualsDequantizeOfQuantize) {
   torch::manual_seed(3);
   const torch::Tensor w = torch::randn({2, 3, 4, 50});
   for (int bits = 2; bits <= 8; ++bits) {
-    const torch::Tensor a = QuantizeDequantize(w, bits, kPct);
-    const torch::Tensor b = DequantizeRows(QuantizeRows(w, bits, kPct), w.sizes());
+    const torch::Tensor a = QuantizeDequantize(w, bits, kPct, kReferenceMinScale);
+    const torch::Tensor b = DequantizeRows(QuantizeRows(w, bits, kPct, kReferenceMinScale), w.sizes());
     EXPECT_EQ(a.sizes(), w.sizes());
     EXPECT_TRUE(torch::equal(a, b)) << bits;
   }
@@ -164,9 +164,9 @@ TEST(QuantTest, FakeQuantizeForwardIsExportAndGradientIsIdentity) {
   torch::manual_seed(4);
   for (int bits : {2, 4, 6, 7, 8}) {
     torch::Tensor w = (torch::randn({40, 70}) * 0.1).requires_grad_(true);
-    const torch::Tensor y = FakeQuantize(w, bits, kPct);
+    const torch::Tensor y = FakeQuantize(w, bits, kPct, kReferenceMinScale);
     EXPECT_TRUE(y.requires_grad());
-    EXPECT_TRUE(torch::equal(y.detach(), QuantizeDequantize(w.detach(), bits, kPct))) << bits;
+    EXPECT_TRUE(torch::equal(y.detach(), QuantizeDequantize(w.detach(), bits, kPct, kReferenceMinScale))) << bits;
     EXPECT_FALSE(torch::equal(y.detach(), w.detach()));  // it really quantises
     const torch::Tensor g = torch::randn({40, 70});
     (y * g).sum().backward();
@@ -177,11 +177,49 @@ TEST(QuantTest, FakeQuantizeForwardIsExportAndGradientIsIdentity) {
 TEST(QuantTest, FakeQuantizeKeepsDtype) {
   torch::manual_seed(5);
   const torch::Tensor w = torch::randn({16, 64}).to(torch::kBFloat16).requires_grad_(true);
-  const torch::Tensor y = FakeQuantize(w, 4, kPct);
+  const torch::Tensor y = FakeQuantize(w, 4, kPct, 0.0);
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
-  EXPECT_TRUE(torch::equal(y.detach(), QuantizeDequantize(w.detach(), 4, kPct).to(torch::kBFloat16)));
+  EXPECT_TRUE(torch::equal(y.detach(), QuantizeDequantize(w.detach(), 4, kPct, 0.0).to(torch::kBFloat16)));
   y.sum().backward();
   EXPECT_TRUE(torch::equal(w.grad(), torch::ones_like(w)));
+}
+
+TEST(QuantTest, ReferenceScaleFloorPutsSmallRowsOnTheGridOfOneOver127) {
+  // The reference's int8 export, computed independently: clip at torch.quantile, scale =
+  // max(clip / 127, 1/127), codes = round(clip(w) / scale). Rows 0-3 are small (clip < 1:
+  // the floor binds), rows 4-5 large (clip > 1: their own scale).
+  torch::manual_seed(6);
+  torch::Tensor w = torch::randn({6, 4096}) * 0.02;
+  w.slice(0, 4, 6) *= 100.0;
+  const QuantizedRows q = QuantizeRows(w, 8, kPct, kReferenceMinScale);
+  const torch::Tensor clip = torch::quantile(w.abs(), kPct / 100.0, /*dim=*/1, /*keepdim=*/true);
+  const torch::Tensor ref_scale = (clip / 127.0).clamp_min(1.0 / 127.0);
+  const torch::Tensor ref_codes = torch::round(torch::max(torch::min(w, clip), -clip) / ref_scale).clamp(-127, 127);
+  const torch::Tensor scales = q.scales.to(torch::kFloat32);
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_FLOAT_EQ(scales[r].item<float>(), torch::tensor(1.0f / 127.0f).to(torch::kFloat16).item<float>()) << r;
+    EXPECT_LT(q.codes[r].abs().max().item<int>(), 20) << r;  // few distinct codes: why it compresses
+  }
+  EXPECT_GT(scales[4].item<float>(), 1.0f / 127.0f);
+  // Codes agree with the reference's except where fp16 rounding of the scale moves a value
+  // across a rounding boundary; values within half a step plus that rounding.
+  // The floored rows' scale is fp16(1/127), 6e-5 off: their codes agree almost everywhere;
+  // the large rows' fp16 scales are up to 5e-4 off at codes up to 127.
+  const torch::Tensor same = q.codes.to(torch::kFloat32).eq(ref_codes).to(torch::kFloat64);
+  const double agree_floored = same.slice(0, 0, 4).mean().item<double>();
+  const double agree_large = same.slice(0, 4, 6).mean().item<double>();
+  EXPECT_GT(agree_floored, 0.9995) << agree_floored;
+  EXPECT_GT(agree_large, 0.98) << agree_large;
+  const torch::Tensor deq = DequantizeRows(q, w.sizes());
+  const torch::Tensor clipped = torch::max(torch::min(w, clip), -clip);
+  EXPECT_TRUE(((deq - clipped).abs() <= ref_scale * 0.5 * (1 + 2e-3) + 1e-6).all().item<bool>());
+  // Without the floor the same small rows use all 127 codes.
+  const QuantizedRows exact = QuantizeRows(w, 8, kPct, 0.0);
+  EXPECT_GE(exact.codes[0].abs().max().item<int>(), 126);
+  // A floor is validated.
+  QuantOptions o;
+  o.min_scale = -1;
+  EXPECT_FALSE(ValidateQuantOptions(o).ok());
 }
 
 }  // namespace

@@ -655,7 +655,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
     const double frac = progress(step, elapsed);
     const double scale = lr_mul(step, elapsed);
     if (spec.qat_bits > 0 && model->qat_bits() == 0 && frac >= spec.qat_start_frac) {
-      model->SetQat(static_cast<int>(spec.qat_bits), QuantOptions().clip_percentile);
+      model->SetQat(static_cast<int>(spec.qat_bits), QuantOptions().clip_percentile, spec.quant_scale_floor);
       log.Log("qat:on bits:" + std::to_string(spec.qat_bits) + " step:" + std::to_string(step));
     }
     const int64_t seq_len = SeqLenAt(spec, *stages, frac);
@@ -725,7 +725,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   if (averager) log.Log(averager->Summary());
 
   // --- Export: final model, quantised artifact, round trip ---
-  model->SetQat(0, 0);
+  model->SetQat(0, 0, 0);
   if (master && !spec.run_dir.empty()) {
     torch::serialize::OutputArchive ar;
     for (const auto& kv : model->named_parameters()) ar.write(kv.key(), kv.value().detach().cpu());
@@ -735,6 +735,7 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
   for (const auto& kv : model->named_parameters()) state.emplace_back(kv.key(), kv.value().detach());
   ExportOptions eo;
   eo.quant.bits = static_cast<int>(spec.export_bits);
+  eo.quant.min_scale = spec.quant_scale_floor;
   auto comp = ParseCompression(spec.compression);
   if (!comp.ok()) throw BadInput(comp.status().message());
   eo.compression = *comp;

@@ -67,6 +67,7 @@ const std::vector<Field>& Fields() {
       {"qat_bits", &TrainSpec::qat_bits, 0, 8},
       {"qat_start_frac", &TrainSpec::qat_start_frac, 0, 1},
       {"export_bits", &TrainSpec::export_bits, 2, 8},
+      {"quant_scale_floor", &TrainSpec::quant_scale_floor, 0, 1},
       {"compression", &TrainSpec::compression, 0, 0, {"zstd", "zlib"}},
       {"zstd_level", &TrainSpec::zstd_level, 1, 22},
       {"unique_blocks", &TrainSpec::unique_blocks, 0, 256},
@@ -237,7 +238,7 @@ LiteStatusOr<std::vector<SeqLenStage>> ParseSeqLenSchedule(const std::string& te
       return LiteStatus::Error("spec key \"seq_len_schedule\": bad stage \"" + item +
                                "\" (expected LEN:FRAC, e.g. \"256:0.3,1024\")");
     }
-    if (st.seq_len < 2 || st.until_frac <= last_frac || st.until_frac > 1.0) {
+    if (st.seq_len < 2 || !(st.until_frac > last_frac && st.until_frac <= 1.0)) {
       return LiteStatus::Error("spec key \"seq_len_schedule\": stage \"" + item +
                                "\" needs LEN >= 2 and FRAC increasing within (0, 1]");
     }

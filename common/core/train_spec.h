@@ -72,6 +72,9 @@ struct TrainSpec {
   // 2,3,4,5,6,8. ParseTrainSpec: a spec with qat_bits > 0 and no "export_bits" key exports
   // at qat_bits (the width QAT trained for); an explicit export_bits always wins.
   int64_t export_bits = 8;
+  // Floor of every per-row scale, in export and QAT: the reference's clamp_min(1/127) (rows
+  // with a clip under QMax/127 go on the fixed grid k/127); 0 = exact per-row scales.
+  double quant_scale_floor = 1.0 / 127.0;
   std::string compression = "zstd";  // zstd | zlib
   int64_t zstd_level = 22;
 

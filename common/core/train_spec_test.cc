@@ -102,6 +102,14 @@ TEST(TrainSpecTest, CrossKeyConstraints) {
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "300:0.5,1024"})"),
               HasSubstr("length 300 must divide seq_len = 1024"));
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "256:x"})"), HasSubstr("bad stage \"256:x\""));
+  // NaN compares false both ways: it must not slip past the increasing-fraction check.
+  EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "16:0.5,32:nan,64"})"),
+              HasSubstr("FRAC increasing within (0, 1]"));
+  // The scale floor defaults to the reference's 1/127 and stays within [0, 1].
+  EXPECT_DOUBLE_EQ(ParseTrainSpecText("{}")->quant_scale_floor, 1.0 / 127.0);
+  EXPECT_DOUBLE_EQ(ParseTrainSpecText(R"({"quant_scale_floor": 0})")->quant_scale_floor, 0.0);
+  EXPECT_THAT(ErrorOf(R"({"quant_scale_floor": 2})"), HasSubstr("quant_scale_floor"));
+  EXPECT_THAT(ErrorOf(R"({"quant_scale_floor": -0.1})"), HasSubstr("quant_scale_floor"));
 }
 
 // QAT trains for one width; export uses it unless export_bits says otherwise.
