@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <optional>
@@ -347,9 +348,58 @@ std::string ClosestKey(const std::string& word, const std::vector<std::string>& 
   return best;
 }
 
+namespace {
+
+// Offset of the first byte that does not start or continue a well-formed UTF-8 sequence
+// (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or npos. yaml-cpp passes such
+// bytes through, and nlohmann::json throws on them when the sweep JSON is written.
+size_t FirstInvalidUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string::npos;
+}
+
+}  // namespace
+
 SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path) {
   SweepCheck check;
   check.path = path;
+  if (const size_t bad = FirstInvalidUtf8(yaml_text); bad != std::string::npos) {
+    const size_t line_start = yaml_text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const int line = 1 + static_cast<int>(std::count(yaml_text.begin(), yaml_text.begin() + bad, '\n'));
+    const int column = 1 + static_cast<int>(line_start == std::string::npos || bad == 0 ? bad : bad - line_start - 1);
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02X", static_cast<unsigned char>(yaml_text[bad]));
+    check.errors.push_back({{line, column}, "", std::string("not valid UTF-8: byte ") + byte +
+                                                    " does not start a well-formed character (save the file as UTF-8)"});
+    return check;
+  }
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);

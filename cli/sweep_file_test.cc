@@ -167,6 +167,26 @@ TEST(SweepFileTest, VariantsAreCheckedKeyByKeyAndExpandUnderTheGrid) {
   EXPECT_THAT(IssueFor(c, "variants[2].mixer_pattern").message, HasSubstr("num_layers = 4"));
 }
 
+TEST(SweepFileTest, InvalidUtf8IsAnErrorWithItsPositionNotACrash) {
+  // Found by fuzz_sweep_file: yaml-cpp passes the bytes through and writing the sweep JSON threw.
+  SweepCheck c = CheckSweepText("base: {data: d}\nname: \"ab\x84" "c\"\naxes: {seed: [1]}\n", "u.yaml");
+  ASSERT_EQ(c.errors.size(), 1u) << FormatIssues(c, false);
+  EXPECT_EQ(c.errors[0].pos.line, 2);
+  EXPECT_EQ(c.errors[0].pos.column, 10);
+  EXPECT_THAT(c.errors[0].message, HasSubstr("not valid UTF-8: byte 0x84"));
+  EXPECT_FALSE(c.ok());
+  // Truncated, overlong and surrogate sequences too; on the first line, column counts from 1.
+  for (const char* bad : {"\xC3", "\xC0\xAF", "\xED\xA0\x80", "\xF5\x80\x80\x80"}) {
+    SweepCheck b = CheckSweepText(std::string("x") + bad, "u.yaml");
+    ASSERT_EQ(b.errors.size(), 1u) << bad;
+    EXPECT_EQ(b.errors[0].pos.line, 1);
+    EXPECT_EQ(b.errors[0].pos.column, 2);
+  }
+  // Well-formed multi-byte text is fine.
+  SweepCheck ok = CheckSweepText("name: \"d\xC3\xA9j\xC3\xA0 \xE2\x96\x81 \xF0\x9F\x98\x80\"\nbase: {data: d}\naxes: {seed: [1, 2]}\n", "u.yaml");
+  EXPECT_TRUE(ok.ok()) << FormatIssues(ok, false);
+}
+
 TEST(SweepFileTest, ConsistencyUsesTheMergedSpec) {
   // mixer_pattern alone would not match the default 9 layers; with base's 4 it does.
   SweepCheck ok = CheckSweepText("base: {data: d, num_layers: 4}\naxes: {mixer_pattern: [AASS, SSSS]}\n", "a.yaml");
