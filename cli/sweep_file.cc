@@ -110,6 +110,47 @@ std::string RangeText(const Range& r) {
 
 // YAML → JSON with positions. Plain scalars get YAML 1.2 core-schema types;
 // quoted scalars stay strings.
+// Offset of the first byte that does not start or continue a well-formed UTF-8 sequence
+// (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or npos. yaml-cpp passes such
+// bytes through, and nlohmann::json throws on them when the sweep JSON is written.
+size_t FirstInvalidUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (b < 0x80) {
+      ++i;
+      continue;
+    } else if (b >= 0xC2 && b <= 0xDF) {
+      len = 2;
+    } else if (b >= 0xE0 && b <= 0xEF) {
+      len = 3;
+      if (b == 0xE0) lo = 0xA0;
+      if (b == 0xED) hi = 0x9F;
+    } else if (b >= 0xF0 && b <= 0xF4) {
+      len = 4;
+      if (b == 0xF0) lo = 0x90;
+      if (b == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (i + len > s.size()) return i;
+    for (size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) return i;
+    }
+    i += len;
+  }
+  return std::string::npos;
+}
+
+// `s` with every byte that FirstInvalidUtf8 rejects replaced by '?'.
+std::string ReplaceInvalidUtf8(std::string s) {
+  for (size_t bad = FirstInvalidUtf8(s); bad != std::string::npos; bad = FirstInvalidUtf8(s)) s[bad] = '?';
+  return s;
+}
+
 class Converter {
  public:
   explicit Converter(SweepCheck& check) : check_(check) {}
@@ -134,7 +175,7 @@ class Converter {
       case YAML::NodeType::Map: {
         json obj = json::object();
         for (auto it = node.begin(); it != node.end(); ++it) {
-          std::string key = it->first.IsScalar() ? it->first.Scalar() : "?";
+          std::string key = it->first.IsScalar() ? Utf8(it->first.Scalar(), it->first) : "?";
           const std::string child = path.empty() ? key : path + "." + key;
           if (obj.contains(key)) {
             check_.errors.push_back({Pos(it->first), child,
@@ -158,8 +199,17 @@ class Converter {
   }
 
  private:
-  static json Scalar(const YAML::Node& node) {
-    const std::string& s = node.Scalar();
+  // yaml-cpp can hand back bytes that are not UTF-8 (from a NUL or an escape in the text);
+  // nlohmann::json throws writing them, so they are an error here, at the node's position.
+  std::string Utf8(const std::string& s, const YAML::Node& node) {
+    if (FirstInvalidUtf8(s) == std::string::npos) return s;
+    check_.errors.push_back({Pos(node), "", "not valid UTF-8 after YAML decoding: \"" + ReplaceInvalidUtf8(s) +
+                                                "\" (bytes shown as ?)"});
+    return ReplaceInvalidUtf8(s);
+  }
+
+  json Scalar(const YAML::Node& node) {
+    const std::string s = Utf8(node.Scalar(), node);
     if (node.Tag() != "?") return s;  // quoted or explicitly tagged: a string
     if (s == "true" || s == "True" || s == "TRUE") return true;
     if (s == "false" || s == "False" || s == "FALSE") return false;
@@ -347,45 +397,6 @@ std::string ClosestKey(const std::string& word, const std::vector<std::string>& 
   if (best.empty() || (!contains && best_d > std::max<size_t>(2, word.size() / 2))) return "";
   return best;
 }
-
-namespace {
-
-// Offset of the first byte that does not start or continue a well-formed UTF-8 sequence
-// (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or npos. yaml-cpp passes such
-// bytes through, and nlohmann::json throws on them when the sweep JSON is written.
-size_t FirstInvalidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (b < 0x80) {
-      ++i;
-      continue;
-    } else if (b >= 0xC2 && b <= 0xDF) {
-      len = 2;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (i + len > s.size()) return i;
-    for (size_t k = 1; k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) return i;
-    }
-    i += len;
-  }
-  return std::string::npos;
-}
-
-}  // namespace
 
 SweepCheck CheckSweepText(const std::string& yaml_text, const std::string& path) {
   SweepCheck check;

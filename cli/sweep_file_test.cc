@@ -182,6 +182,12 @@ TEST(SweepFileTest, InvalidUtf8IsAnErrorWithItsPositionNotACrash) {
     EXPECT_EQ(b.errors[0].pos.line, 1);
     EXPECT_EQ(b.errors[0].pos.column, 2);
   }
+  // yaml-cpp turns NUL + '_' into the single byte 0xA0 (not UTF-8): an error at that key.
+  const std::string nul("base:\n  data: d\n  warmu\0_steps: 2\naxes: {seed: [1]}\n", 52);
+  SweepCheck n = CheckSweepText(nul, "n.yaml");
+  ASSERT_FALSE(n.errors.empty());
+  EXPECT_EQ(n.errors[0].pos.line, 3) << FormatIssues(n, false);
+  EXPECT_THAT(n.errors[0].message, HasSubstr("not valid UTF-8 after YAML decoding: \"warmu?steps\""));
   // Well-formed multi-byte text is fine.
   SweepCheck ok = CheckSweepText("name: \"d\xC3\xA9j\xC3\xA0 \xE2\x96\x81 \xF0\x9F\x98\x80\"\nbase: {data: d}\naxes: {seed: [1, 2]}\n", "u.yaml");
   EXPECT_TRUE(ok.ok()) << FormatIssues(ok, false);
