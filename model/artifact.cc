@@ -13,7 +13,8 @@
 namespace caddie::model {
 namespace {
 
-static_assert(std::endian::native == std::endian::little,
+// The compiler's macro, not C++20's std::endian: the fuzz target builds this file as C++17.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "tensor bytes are copied as they lie in memory: little-endian hosts only");
 
 constexpr char kMagic[8] = {'C', 'A', 'D', 'D', 'I', 'E', 'A', 'R'};
