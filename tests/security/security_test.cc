@@ -157,18 +157,25 @@ Cert MakeCert(const fs::path& dir, const std::string& name) {
   return c;
 }
 
-// Starts `ctl` serving TLS with `cert`, with both roles' tokens.
-absl::Status StartTls(ControllerProcess& ctl, const Cert& cert) {
-  return ctl.Start({"--tls-cert", cert.cert.string(), "--tls-key", cert.key.string()},
-                   {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}});
-}
+// A scratch directory with a server certificate (`good`), an unrelated one (`other`),
+// and a controller that Start() runs serving TLS with `good` and both roles' tokens.
+struct TlsController {
+  explicit TlsController(const std::string& name)
+      : dir(Scratch(name)), good(MakeCert(dir, "server")), other(MakeCert(dir, "other")),
+        ctl(CADDIE_CONTROLLER_BIN, dir / "ctl") {}
+  absl::Status Start() {
+    return ctl.Start({"--tls-cert", good.cert.string(), "--tls-key", good.key.string()},
+                     {{"CADDIE_USER_TOKEN", kUser}, {"CADDIE_WORKER_TOKEN", kWorker}});
+  }
+  fs::path dir;
+  Cert good, other;
+  ControllerProcess ctl;
+};
 
 TEST(Security, TlsServesTrustingClientsOnly) {
-  const fs::path dir = Scratch("sec_tls");
-  const Cert good = MakeCert(dir, "server");
-  const Cert other = MakeCert(dir, "other");
-  ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
-  ASSERT_TRUE(StartTls(ctl, good).ok()) << ctl.Log();
+  TlsController tls_controller("sec_tls");
+  ASSERT_TRUE(tls_controller.Start().ok()) << tls_controller.ctl.Log();
+  auto& [dir, good, other, ctl] = tls_controller;
   EXPECT_THAT(ctl.Log(), HasSubstr("tls on"));
   auto tls = [&](const fs::path& root) {
     grpc::SslCredentialsOptions o;
@@ -201,11 +208,9 @@ TEST(Security, TlsServesTrustingClientsOnly) {
 // CADDIE_TLS_CA, and --tls-ca beats it); a wrong CA or none fails with an error
 // naming the address and TLS, and such a worker never registers.
 TEST(Security, TlsWorkerAndCliTrustTheGivenCaOnly) {
-  const fs::path dir = Scratch("sec_tls_clients");
-  const Cert good = MakeCert(dir, "server");
-  const Cert other = MakeCert(dir, "other");
-  ControllerProcess ctl(CADDIE_CONTROLLER_BIN, dir / "ctl");
-  ASSERT_TRUE(StartTls(ctl, good).ok()) << ctl.Log();
+  TlsController tls_controller("sec_tls_clients");
+  ASSERT_TRUE(tls_controller.Start().ok()) << tls_controller.ctl.Log();
+  auto& [dir, good, other, ctl] = tls_controller;
   auto start_worker = [&](testing_support::Process& w, const std::string& id, const fs::path* ca) {
     std::vector<std::string> argv = {CADDIE_WORKER_BIN, "--controller", ctl.address(), "--work-dir",
                                      (dir / "w").string(), "--id", id, "--trainer", CADDIE_FAKE_TRAIN_BIN,
