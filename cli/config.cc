@@ -61,6 +61,20 @@ ConfigInputs InputsFromEnvironment() {
   return in;
 }
 
+// The first non-empty of flag, environment variable and config-file value, and where it came
+// from; `value` and `source` stay as they are when all three are empty.
+static void PickByPrecedence(const std::string& flag, const char* flag_name, const std::string& env,
+                             const char* env_name, const std::string& file, const std::string& config_path,
+                             std::string* value, std::string* source) {
+  if (!flag.empty()) {
+    *value = flag, *source = flag_name;
+  } else if (!env.empty()) {
+    *value = env, *source = env_name;
+  } else if (!file.empty()) {
+    *value = file, *source = "config file " + config_path;
+  }
+}
+
 absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
   Connection c;
   // The config file: explicit, else the XDG / home default when it exists.
@@ -146,27 +160,10 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
     return absl::InvalidArgumentError(absl::StrCat(s.message(), " (from ", c.addr_source, ")"));
   }
 
-  if (!in.flag_token.empty()) {
-    c.token = in.flag_token;
-    c.token_source = "--token";
-  } else if (!Get(in.env, "CADDIE_TOKEN").empty()) {
-    c.token = Get(in.env, "CADDIE_TOKEN");
-    c.token_source = "CADDIE_TOKEN";
-  } else if (!file_token.empty()) {
-    c.token = file_token;
-    c.token_source = "config file " + c.config_path;
-  }
-
-  if (!in.flag_tls_ca.empty()) {
-    c.tls_ca = in.flag_tls_ca;
-    c.tls_ca_source = "--tls-ca";
-  } else if (!Get(in.env, "CADDIE_TLS_CA").empty()) {
-    c.tls_ca = Get(in.env, "CADDIE_TLS_CA");
-    c.tls_ca_source = "CADDIE_TLS_CA";
-  } else if (!file_tls_ca.empty()) {
-    c.tls_ca = file_tls_ca;
-    c.tls_ca_source = "config file " + c.config_path;
-  }
+  PickByPrecedence(in.flag_token, "--token", Get(in.env, "CADDIE_TOKEN"), "CADDIE_TOKEN", file_token,
+                   c.config_path, &c.token, &c.token_source);
+  PickByPrecedence(in.flag_tls_ca, "--tls-ca", Get(in.env, "CADDIE_TLS_CA"), "CADDIE_TLS_CA", file_tls_ca,
+                   c.config_path, &c.tls_ca, &c.tls_ca_source);
   if (!c.tls_ca.empty()) {
     ASSIGN_OR_RETURN(c.tls_ca_pem, ReadTlsCa(c.tls_ca, c.tls_ca_source));
   }
