@@ -290,11 +290,10 @@ TEST(CliClusterTest, CancelStopsARunningJobWithinTwoHeartbeats) {
   // About 80 minutes of steps: only the cancel can end it within the test.
   LocalCluster c(R"({"steps": 100000, "step_ms": 50})", true, "", kHeartbeatSeconds);
   ASSERT_TRUE(c.ok()) << c.error();
-  const std::string f = c.dir() + "/long.yaml";
-  WriteFile(f, "name: long\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\nbudget: {train_seconds: 600}\n");
-  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
-  const std::string job = json::parse(r.out)["jobs"][0]["id"];
+  absl::StatusOr<std::string> submitted = c.SubmitSweepFile(
+      "long.yaml", "name: long\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\nbudget: {train_seconds: 600}\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
   ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
   std::pair<pid_t, std::string> trainer;
   for (int i = 0; i < 100 && trainer.first == 0; ++i) {
@@ -305,7 +304,7 @@ TEST(CliClusterTest, CancelStopsARunningJobWithinTwoHeartbeats) {
   ASSERT_EQ(kill(trainer.first, 0), 0) << "the trainer is not running";
   // Still running a moment later: nothing but the cancel stops it.
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  r = c.Caddie({"job", job, "--json"});
+  RunResult r = c.Caddie({"job", job, "--json"});
   ASSERT_EQ(json::parse(r.out)["state"], "JOB_STATE_RUNNING");
 
   const auto t0 = std::chrono::steady_clock::now();
@@ -355,16 +354,15 @@ std::vector<std::string> JsonLogLines(const std::string& out) {
 TEST(CliClusterTest, LogsJsonFollowsTheTrainerOutputInOrder) {
   LocalCluster c(R"({"steps": 30, "step_ms": 100})");
   ASSERT_TRUE(c.ok()) << c.error();
-  const std::string f = c.dir() + "/one.yaml";
-  WriteFile(f, "name: logs\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\n");
-  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
-  const std::string job = json::parse(r.out)["jobs"][0]["id"];
+  absl::StatusOr<std::string> submitted =
+      c.SubmitSweepFile("one.yaml", "name: logs\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
   ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
   // Started while the job runs (about 3 s of steps left); returns when it ends.
   RunResult followed = c.Caddie({"logs", job, "-f", "--json"}, std::chrono::seconds(60));
   ASSERT_EQ(followed.code, 0) << followed.out << followed.err;
-  r = c.Caddie({"job", job, "--json"});
+  RunResult r = c.Caddie({"job", job, "--json"});
   EXPECT_EQ(json::parse(r.out)["state"], "JOB_STATE_SUCCEEDED");  // -f returned because the job ended
 
   const std::vector<std::string> lines = JsonLogLines(followed.out);

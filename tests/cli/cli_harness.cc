@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
 #include "cli/up.h"
 
 namespace caddie::clitest {
@@ -186,6 +187,18 @@ RunResult LocalCluster::Caddie(std::vector<std::string> args, std::chrono::secon
                                const std::map<std::string, std::string>& env) {
   args.insert(args.begin(), {"--addr", addr_});
   return RunCaddie(args, env, timeout);
+}
+
+absl::StatusOr<std::string> LocalCluster::SubmitSweepFile(const std::string& file_name, const std::string& yaml) {
+  const std::string path = dir() + "/" + file_name;
+  WriteFile(path, yaml);
+  const RunResult r = Caddie({"sweep", "submit", path, "--json"});
+  if (r.code != 0) return absl::InternalError(absl::StrCat("caddie sweep submit exited ", r.code, ": ", r.err));
+  const nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("jobs") || j["jobs"].empty() || !j["jobs"][0].contains("id")) {
+    return absl::InternalError("caddie sweep submit --json printed no job id: " + r.out);
+  }
+  return j["jobs"][0]["id"].get<std::string>();
 }
 
 std::string LocalCluster::ControllerLog() const { return ReadFileOrEmpty(dir() + "/controller.log"); }

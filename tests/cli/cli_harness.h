@@ -55,6 +55,10 @@ class LocalCluster {
   RunResult Caddie(std::vector<std::string> args, std::chrono::seconds timeout = std::chrono::seconds(60),
                    const std::map<std::string, std::string>& env = {});
 
+  // Writes `yaml` to dir()/`file_name`, runs `caddie sweep submit --json` on it and
+  // returns the first job's id (the error, with the CLI's stderr, otherwise).
+  absl::StatusOr<std::string> SubmitSweepFile(const std::string& file_name, const std::string& yaml);
+
   std::string ControllerLog() const;
   std::string WorkerLog() const;
 

@@ -46,11 +46,10 @@ TEST(CliWatchTmuxTest, WatchRedrawsProgressLiveInATerminal) {
   // 40 steps of 150 ms: about 6 s of training against a 10 s budget.
   LocalCluster c(R"({"steps": 40, "step_ms": 150, "val_bpb": 1.875})");
   ASSERT_TRUE(c.ok()) << c.error();
-  const std::string f = c.dir() + "/w.yaml";
-  WriteFile(f, "name: tmux-watch\nbase: {data: d, log_every: 1, val_every: 10}\nbudget: {train_seconds: 10}\n");
-  RunResult r = c.Caddie({"sweep", "submit", f, "--json"});
-  ASSERT_EQ(r.code, 0) << r.err;
-  const std::string job = json::parse(r.out)["jobs"][0]["id"];
+  absl::StatusOr<std::string> submitted = c.SubmitSweepFile(
+      "w.yaml", "name: tmux-watch\nbase: {data: d, log_every: 1, val_every: 10}\nbudget: {train_seconds: 10}\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
 
   Tmux tmux;
   const std::string cmd = absl::StrCat("env -u NO_COLOR TERM=xterm-256color ", CADDIE_CLI_BIN, " --addr ", c.addr(),
