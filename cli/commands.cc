@@ -299,20 +299,18 @@ void RunWatch(const GlobalOptions& g, const ListArgs& a) {
 // other events are shown as the JSON objects the trainer wrote. The controller
 // holds rank 0's stdout (the event stream); other ranks' output and stderr stay
 // in the run directory on the worker (rank<R>.stdout.log, rank<R>.stderr.log).
-std::string LogLine(const std::string& event_json) {
+// With `as_json` (`caddie logs --json`), one object per line:
+// {"ts": unix seconds, "rank": 0, "stream": "stdout", "line": text}. Parses the event once.
+std::string FormatLogLine(const std::string& event_json, bool as_json) {
   const json j = json::parse(event_json, nullptr, false);
+  std::string line = event_json;
   if (j.is_object() && j.value("event", "") == "log" && j.contains("message") && j["message"].is_string()) {
-    return j["message"].get<std::string>();
+    line = j["message"].get<std::string>();
   }
-  return event_json;
-}
-
-// `caddie logs --json`: {"ts": unix seconds, "rank": 0, "stream": "stdout", "line": text}.
-std::string LogLineJson(const std::string& event_json) {
-  const json j = json::parse(event_json, nullptr, false);
+  if (!as_json) return line + "\n";
   json ts = nullptr;
   if (j.is_object() && j.contains("time") && j["time"].is_number()) ts = j["time"];
-  return json{{"ts", ts}, {"rank", 0}, {"stream", "stdout"}, {"line", LogLine(event_json)}}.dump(
+  return json{{"ts", ts}, {"rank", 0}, {"stream", "stdout"}, {"line", line}}.dump(
              -1, ' ', false, json::error_handler_t::replace) +
          "\n";
 }
@@ -322,14 +320,14 @@ void RunLogs(const GlobalOptions& g, const ListArgs& a) {
   if (!a.follow) {
     auto r = OrFail(client->GetJobLogs(a.id, a.tail));
     for (absl::string_view line : absl::StrSplit(r.text(), '\n', absl::SkipEmpty())) {
-      Print(a.json ? LogLineJson(std::string(line)) : LogLine(std::string(line)) + "\n");
+      Print(FormatLogLine(std::string(line), a.json));
     }
     return;
   }
   // -f: the job's stored events, then live ones until it ends.
   CancelOnInterrupt cancel(client.get());
   absl::Status s = client->WatchJob(a.id, 0, [&](const v1::WatchJobResponse& r) {
-    for (const auto& e : r.events()) Print(a.json ? LogLineJson(e.json()) : LogLine(e.json()) + "\n");
+    for (const auto& e : r.events()) Print(FormatLogLine(e.json(), a.json));
     return true;
   });
   if (s.code() == absl::StatusCode::kCancelled) throw CLI::RuntimeError(kExitInterrupted);

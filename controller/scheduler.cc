@@ -27,11 +27,12 @@ int64_t SystemNowMs() {
       .count();
 }
 
-std::string StateLabel(v1::JobState s) {
-  std::string n = v1::JobState_Name(s);
-  if (n.rfind("JOB_STATE_", 0) == 0) n = n.substr(10);
-  return absl::AsciiStrToLower(n);
+// Lower-case enum name without its prefix: JOB_STATE_SUCCEEDED → "succeeded".
+std::string EnumLabel(const std::string& name, absl::string_view prefix) {
+  return absl::AsciiStrToLower(absl::StartsWith(name, prefix) ? name.substr(prefix.size()) : name);
 }
+
+std::string StateLabel(v1::JobState s) { return EnumLabel(v1::JobState_Name(s), "JOB_STATE_"); }
 
 bool IsFinal(v1::JobState s) {
   return s == v1::JOB_STATE_SUCCEEDED || s == v1::JOB_STATE_FAILED || s == v1::JOB_STATE_OVER_BUDGET ||
@@ -257,8 +258,7 @@ absl::StatusOr<v1::Job> Scheduler::CancelJob(const std::string& id, const std::s
     ASSIGN_OR_RETURN(auto before, store_->GetJob(id));
     if (IsFinal(before.state())) {
       const std::string state = StateLabel(before.state());
-      std::string reason = absl::AsciiStrToLower(v1::ExitReason_Name(before.exit_reason()));
-      if (absl::StartsWith(reason, "exit_reason_")) reason = reason.substr(12);
+      const std::string reason = EnumLabel(v1::ExitReason_Name(before.exit_reason()), "EXIT_REASON_");
       const bool say_reason = before.exit_reason() != v1::EXIT_REASON_UNSPECIFIED && reason != state;
       return WithErrorCode(absl::FailedPreconditionError(absl::StrCat("job ", id, " has already ended (", state,
                                                                       say_reason ? ", " + reason : "",
