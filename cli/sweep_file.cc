@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/core/train_spec.h"
+#include "common/utf8.h"
 
 namespace caddie::cli {
 namespace {
@@ -108,49 +109,13 @@ std::string RangeText(const Range& r) {
   return "[" + FormatNumber(r.lo) + ", " + FormatNumber(r.hi) + "]" + (r.integer ? " (integer)" : "");
 }
 
+// yaml-cpp passes bytes that are not well-formed UTF-8 through, and nlohmann::json
+// throws on them when the sweep JSON is written (FirstInvalidUtf8, common/utf8.h).
+// `s` with every byte FirstInvalidUtf8 rejects replaced by '?'.
+std::string ReplaceInvalidUtf8(const std::string& s) { return caddie::ReplaceInvalidUtf8(s, "?"); }
+
 // YAML → JSON with positions. Plain scalars get YAML 1.2 core-schema types;
 // quoted scalars stay strings.
-// Offset of the first byte that does not start or continue a well-formed UTF-8 sequence
-// (RFC 3629: no overlongs, no surrogates, at most U+10FFFF), or npos. yaml-cpp passes such
-// bytes through, and nlohmann::json throws on them when the sweep JSON is written.
-size_t FirstInvalidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (b < 0x80) {
-      ++i;
-      continue;
-    } else if (b >= 0xC2 && b <= 0xDF) {
-      len = 2;
-    } else if (b >= 0xE0 && b <= 0xEF) {
-      len = 3;
-      if (b == 0xE0) lo = 0xA0;
-      if (b == 0xED) hi = 0x9F;
-    } else if (b >= 0xF0 && b <= 0xF4) {
-      len = 4;
-      if (b == 0xF0) lo = 0x90;
-      if (b == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
-    if (i + len > s.size()) return i;
-    for (size_t k = 1; k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      if (k == 1 ? (c < lo || c > hi) : (c < 0x80 || c > 0xBF)) return i;
-    }
-    i += len;
-  }
-  return std::string::npos;
-}
-
-// `s` with every byte that FirstInvalidUtf8 rejects replaced by '?'.
-std::string ReplaceInvalidUtf8(std::string s) {
-  for (size_t bad = FirstInvalidUtf8(s); bad != std::string::npos; bad = FirstInvalidUtf8(s)) s[bad] = '?';
-  return s;
-}
-
 class Converter {
  public:
   explicit Converter(SweepCheck& check) : check_(check) {}
