@@ -139,7 +139,14 @@ struct JobRunner::Shared {
 };
 
 JobRunner::JobRunner(RunnerConfig config, JobAssignment assignment, EventBatchFn on_events)
-    : config_(std::move(config)), assignment_(std::move(assignment)), on_events_(std::move(on_events)) {}
+    : JobRunner(std::move(config), std::move(assignment),
+                [on_events = std::move(on_events)](std::vector<caddie::v1::Event> events,
+                                                   std::vector<caddie::v1::LogChunk>) {
+                  if (!events.empty()) on_events(std::move(events));
+                }) {}
+
+JobRunner::JobRunner(RunnerConfig config, JobAssignment assignment, ReportBatchFn on_batch)
+    : config_(std::move(config)), assignment_(std::move(assignment)), on_batch_(std::move(on_batch)) {}
 
 void JobRunner::Cancel(const std::string& reason, bool early_stopped) {
   absl::MutexLock l(&mu_);
@@ -318,18 +325,31 @@ JobOutcome JobRunner::Run() {
   int first_failed_rank = -1;
   StopCause cause = StopCause::kNone;
   std::optional<Clock::time_point> time_term_at, eval_term_at;
+  // Every rank's stderr, and the stdout of ranks > 0 (rank 0's is the events).
+  LogTailer logs(config_.logs, job.attempt());
+  for (int r = 0; r < world; ++r) {
+    if (r > 0) logs.Add(r, kStdoutStream, (fs::path(dir) / absl::StrCat("rank", r, ".stdout.log")).string());
+    logs.Add(r, kStderrStream, (fs::path(dir) / absl::StrCat("rank", r, ".stderr.log")).string());
+  }
   auto last_flush = Clock::now();
-  auto flush = [&](bool force) {
+  // `final`: the job's end — everything left goes, the log files' rest included.
+  auto flush = [&](bool final) {
     std::vector<caddie::v1::Event> batch;
     {
       absl::MutexLock l(&sh.mu);
-      if (sh.pending.empty()) return;
-      if (!force && sh.pending.size() < config_.batch_max && Clock::now() - last_flush < config_.batch_interval) return;
+      if (!final && sh.pending.size() < config_.batch_max && Clock::now() - last_flush < config_.batch_interval) return;
       batch.swap(sh.pending);
     }
+    std::vector<std::vector<caddie::v1::LogChunk>> chunks =
+        GroupByBytes(logs.Poll(final), config_.batch_log_bytes);
+    if (batch.empty() && chunks.empty()) return;
     last_flush = Clock::now();
     for (auto& e : batch) e.set_attempt(job.attempt());
-    on_events_(std::move(batch));
+    if (chunks.empty()) chunks.emplace_back();
+    for (auto& group : chunks) {
+      on_batch_(std::move(batch), std::move(group));
+      batch.clear();
+    }
   };
   while (true) {
     const auto now = Clock::now();

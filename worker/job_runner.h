@@ -38,6 +38,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "caddie/v1/types.pb.h"
+#include "worker/log_tailer.h"
 
 namespace caddie::worker {
 
@@ -48,6 +49,11 @@ struct RunnerConfig {
   std::chrono::milliseconds poll{50};
   std::chrono::milliseconds batch_interval{200};  // events are batched at most this long
   size_t batch_max = 64;
+  // Every rank's stderr and the stdout of ranks > 0 go out as LogChunks in the
+  // same batches (flushed with them, the rest at the job's end, before the
+  // outcome); at most batch_log_bytes of them per batch (more: more batches).
+  LogTailerOptions logs;
+  size_t batch_log_bytes = size_t{1} << 20;
   // Environment values never handed to a trainer (the worker's bearer token,
   // however it was given), besides the CADDIE_*TOKEN* variables always withheld.
   std::vector<std::string> withheld_values;
@@ -95,9 +101,13 @@ std::vector<std::string> WithoutSecrets(std::vector<std::string> env,
 class JobRunner {
  public:
   using EventBatchFn = std::function<void(std::vector<caddie::v1::Event>)>;
+  // One ReportEvents batch: events (possibly none) and log chunks (possibly none; never both empty).
+  using ReportBatchFn = std::function<void(std::vector<caddie::v1::Event>, std::vector<caddie::v1::LogChunk>)>;
 
   // `on_events` receives the events in order (seq from 1), in batches, on Run's thread.
   JobRunner(RunnerConfig config, JobAssignment assignment, EventBatchFn on_events);
+  // The same, with the log chunks too.
+  JobRunner(RunnerConfig config, JobAssignment assignment, ReportBatchFn on_batch);
   JobRunner(const JobRunner&) = delete;
   JobRunner& operator=(const JobRunner&) = delete;
 
@@ -122,7 +132,7 @@ class JobRunner {
   // Constant after construction.
   const RunnerConfig config_;
   const JobAssignment assignment_;
-  const EventBatchFn on_events_;
+  const ReportBatchFn on_batch_;
 
   std::atomic<pid_t> pgid_{-1};
   absl::Mutex mu_;

@@ -305,10 +305,11 @@ void Worker::StartJob(const caddie::v1::Job& job, int64_t fencing_token, std::ve
   lease.set_fencing_token(fencing_token);
   spdlog::info("job {}: leased (attempt {}, token {}, {} GPU(s)), run dir {}", job.id(), job.attempt(),
                fencing_token, gpus.size(), a.run_dir);
-  auto runner = std::make_unique<JobRunner>(options_.runner, std::move(a),
-                                            [this, lease](std::vector<caddie::v1::Event> events) {
-                                              OnEvents(lease, std::move(events));
-                                            });
+  auto runner = std::make_unique<JobRunner>(
+      options_.runner, std::move(a),
+      [this, lease](std::vector<caddie::v1::Event> events, std::vector<caddie::v1::LogChunk> logs) {
+        OnEvents(lease, std::move(events), std::move(logs));
+      });
   JobRunner* r = runner.get();
   absl::MutexLock l(&mu_);
   RunningJob& rj = jobs_[job.id()];
@@ -326,11 +327,13 @@ void Worker::StartJob(const caddie::v1::Job& job, int64_t fencing_token, std::ve
   });
 }
 
-void Worker::OnEvents(const caddie::v1::LeaseRef& lease, std::vector<caddie::v1::Event> events) {
+void Worker::OnEvents(const caddie::v1::LeaseRef& lease, std::vector<caddie::v1::Event> events,
+                      std::vector<caddie::v1::LogChunk> logs) {
   caddie::v1::ReportEventsRequest req;
   req.set_worker_id(worker_id());
   *req.mutable_lease() = lease;
   for (auto& e : events) *req.add_events() = std::move(e);
+  for (auto& c : logs) *req.add_logs() = std::move(c);
   // Held in memory when the disk refuses it: the sender delivers it either way.
   const Spool::Appended a = spool_->Append(std::move(req));
   OnSpoolWriteError(lease.job_id(), a.write_error, /*may_stop=*/true);

@@ -91,7 +91,9 @@ class Worker {
   void Heartbeat();
   void MaybeLease();
   void StartJob(const caddie::v1::Job& job, int64_t fencing_token, std::vector<int> gpus);
-  void OnEvents(const caddie::v1::LeaseRef& lease, std::vector<caddie::v1::Event> events);
+  // Spools one ReportEvents batch (events and/or log chunks) for the sender.
+  void OnEvents(const caddie::v1::LeaseRef& lease, std::vector<caddie::v1::Event> events,
+                std::vector<caddie::v1::LogChunk> logs);
   // Reports the outcome (via the spool) and frees the job's GPUs / CPU slot.
   void OnFinished(const caddie::v1::LeaseRef& lease, JobOutcome outcome, const std::vector<int>& gpus,
                   bool cpu_slot);
