@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Load and soak benchmarks of one caddie-controller (bench/load/load_main.cc):
 #   scripts/load.sh            1000 simulated workers, 10,000 queued jobs, 60 s
-#   scripts/load.sh --soak     the same with the queue kept full for 300 s, RSS sampled
+#   scripts/load.sh --soak     the queue kept full and RSS sampled until the heartbeats
+#                              equal 30 minutes of a 1000-worker fleet (one per 5 s each),
+#                              running one-minute jobs, compressed 10x (a heartbeat per 0.5 s
+#                              each, jobs of 6 s), at most 570 s
 # Extra flags go to caddie-load (--seconds, --workers, --jobs, --threads, ...).
 # BUILD_DIR picks the build tree (default build/release, configured if missing).
 set -euo pipefail
@@ -15,7 +18,7 @@ DIR=${LOAD_DIR:-$(mktemp -d /tmp/caddie-load.XXXXXX)}
 args=(--controller "$BUILD_DIR/controller/caddie-controller" --dir "$DIR" --workers 1000 --jobs 10000)
 if [ "${1:-}" = "--soak" ]; then
   shift
-  args+=(--soak --seconds 300 --sample 15)
+  args+=(--soak --heartbeat 0.5 --job-seconds 6 --fleet-minutes 30 --seconds 570 --sample 15)
 else
   args+=(--seconds 60 --sample 10)
 fi

@@ -9,11 +9,22 @@
 // p50/p99 LeaseJob latency as the worker sees it, the controller's RSS and the
 // SQLite size (database + WAL).
 //
+// --job-seconds: how long a simulated job runs between its events batch and its
+// completion (default 0: at once); heartbeats go on meanwhile.
+//
 // --soak: keeps the queue topped up (a new 1000-job sweep whenever fewer than
-// --jobs/2 are queued) and samples the controller's RSS every --sample seconds;
-// the verdict compares the mean RSS of the last third of samples with the
-// middle third (flat = under 10% growth). It also says how many minutes of a
-// real 1000-worker fleet (heartbeat every 5 s) the run's heartbeats amount to.
+// --jobs/2 are queued), samples the controller's RSS every --sample seconds and
+// runs until the heartbeats sent amount to --fleet-minutes (default 30) of a
+// real fleet of --workers workers heartbeating every --real-heartbeat seconds
+// (5, caddie-worker's default), or until --seconds, whichever comes first. The
+// time is compressed by heartbeating every --heartbeat seconds (scripts/load.sh
+// --soak: 0.5 s, 10x the real rate, and jobs of --job-seconds 6, i.e. a fleet
+// running one-minute jobs, compressed 10x).
+// Memory verdict, after the first third of samples (warm-up) is set aside: the
+// last third's mean RSS against the middle third's, and the least-squares slope
+// of RSS over the last two thirds extrapolated over the whole run; flat = both
+// under --flat-percent (default 10) of the middle third's mean. Exit 1 when
+// memory grows, the fleet-minutes target is not reached, or any call failed.
 //
 // Bounded: stops after --seconds whatever happens; loopback only.
 #include <sys/stat.h>
@@ -74,6 +85,7 @@ struct SimWorker {
   int64_t token = 0;
   int stage = 0;  // 0 idle, 1 leased (report next), 2 running (complete next)
   Clock::time_point next_heartbeat;
+  Clock::time_point complete_after;  // stage 2: the simulated job runs until then
 };
 
 struct Totals {
@@ -81,12 +93,50 @@ struct Totals {
   std::atomic<int64_t> queued{0};
 };
 
+// Flatness of RSS samples (seconds, KiB) over a run of run_s seconds: the first
+// third is warm-up; the last third's mean is compared with the middle third's,
+// and the least-squares slope over the last two thirds is extrapolated over
+// run_s. Both must stay under flat_percent of the middle third's mean.
+struct Verdict {
+  bool ok = false;  // enough samples (>= 6)
+  double mid_mib = 0, last_mib = 0, third_growth_pct = 0, slope_mib_per_min = 0, slope_growth_pct = 0;
+  bool flat = false;
+};
+Verdict MemoryVerdict(const std::vector<std::pair<double, int64_t>>& samples, double run_s, double flat_percent) {
+  Verdict v;
+  if (samples.size() < 6) return v;
+  v.ok = true;
+  const size_t third = samples.size() / 3;
+  auto mean_mib = [&](size_t from, size_t to) {
+    double sum = 0;
+    for (size_t i = from; i < to; ++i) sum += static_cast<double>(samples[i].second);
+    return sum / static_cast<double>(to - from) / 1024.0;
+  };
+  v.mid_mib = mean_mib(third, 2 * third);
+  v.last_mib = mean_mib(samples.size() - third, samples.size());
+  v.third_growth_pct = (v.last_mib - v.mid_mib) / v.mid_mib * 100;
+  double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+  for (size_t i = third; i < samples.size(); ++i) {
+    const double x = samples[i].first / 60.0, y = static_cast<double>(samples[i].second) / 1024.0;
+    n += 1;
+    sx += x;
+    sy += y;
+    sxx += x * x;
+    sxy += x * y;
+  }
+  const double den = n * sxx - sx * sx;
+  v.slope_mib_per_min = den > 0 ? (n * sxy - sx * sy) / den : 0;
+  v.slope_growth_pct = v.slope_mib_per_min * (run_s / 60.0) / v.mid_mib * 100;
+  v.flat = v.third_growth_pct < flat_percent && v.slope_growth_pct < flat_percent;
+  return v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string controller_bin, dir = "/tmp/caddie-load";
   int workers = 1000, jobs = 10000, threads = 16, channels = 4;
-  double seconds = 60, heartbeat = 5, sample = 10;
+  double seconds = 60, heartbeat = 5, sample = 10, job_seconds = 0, fleet_minutes = 30, real_heartbeat = 5, flat_percent = 10;
   bool soak = false, fast_sync = false;
   CLI::App app{"caddie-load: load / soak benchmark of one caddie-controller"};
   app.add_option("--controller", controller_bin, "caddie-controller binary")->required();
@@ -97,8 +147,16 @@ int main(int argc, char** argv) {
   app.add_option("--channels", channels, "gRPC connections")->check(CLI::Range(1, 64));
   app.add_option("--seconds", seconds, "run time after setup")->check(CLI::PositiveNumber);
   app.add_option("--heartbeat", heartbeat, "seconds between a worker's heartbeats")->check(CLI::PositiveNumber);
+  app.add_option("--job-seconds", job_seconds, "seconds a simulated job runs between its events and its completion")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--sample", sample, "seconds between RSS samples")->check(CLI::PositiveNumber);
   app.add_flag("--soak", soak, "keep the queue full and watch memory");
+  app.add_option("--fleet-minutes", fleet_minutes, "soak: stop once the heartbeats equal this many minutes of a real fleet")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--real-heartbeat", real_heartbeat, "soak: a real worker's seconds between heartbeats")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--flat-percent", flat_percent, "soak: RSS growth (percent) still called flat")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--sqlite-synchronous-normal", fast_sync, "pass the controller's synchronous=NORMAL flag");
   CLI11_PARSE(app, argc, argv);
 
@@ -242,13 +300,14 @@ int main(int argc, char** argv) {
             v1::ReportEventsResponse resp;
             if (stub->ReportEvents(Ctx(kWorker).get(), req, &resp).ok()) {
               w.stage = 2;
+              w.complete_after = Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(job_seconds * 1000));
               ++t.running;
             } else {
               ++t.errors;
               w.stage = 0;
             }
             did = true;
-          } else {
+          } else if (now >= w.complete_after) {
             v1::CompleteJobRequest req;
             req.set_worker_id(w.id);
             req.mutable_lease()->set_job_id(w.job_id);
@@ -276,11 +335,16 @@ int main(int argc, char** argv) {
     });
   }
 
+  // Minutes of a real fleet of `workers` (one heartbeat per real_heartbeat s
+  // each) that the heartbeats sent so far amount to.
+  auto fleet_min = [&] {
+    return static_cast<double>(t.heartbeats.load()) / (workers / real_heartbeat) / 60.0;
+  };
   // Sampler (and, in soak mode, the queue top-up).
   std::vector<std::pair<double, int64_t>> samples;
   int64_t last_transitions = 0;
   auto last_sample = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds) {
+  while (std::chrono::duration<double>(Clock::now() - t0).count() < seconds && !(soak && fleet_min() >= fleet_minutes)) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     if (soak && t.queued.load() < jobs / 2) submit(1000);
     if (std::chrono::duration<double>(Clock::now() - last_sample).count() >= sample) {
@@ -288,9 +352,9 @@ int main(int argc, char** argv) {
       const double at = std::chrono::duration<double>(Clock::now() - t0).count();
       const int64_t tr = t.leased + t.running + t.completed;
       samples.emplace_back(at, RssKb(pid));
-      std::printf("  t=%5.0fs  rss=%6.1f MiB  transitions/s=%7.1f  completed=%lld  heartbeats=%lld  db=%.1f MiB\n", at,
-                  samples.back().second / 1024.0, static_cast<double>(tr - last_transitions) / sample,
-                  static_cast<long long>(t.completed.load()), static_cast<long long>(t.heartbeats.load()),
+      std::printf("  t=%5.0fs  rss=%6.1f MiB  transitions/s=%7.1f  completed=%lld  heartbeats=%lld (%.1f fleet-min)  db=%.1f MiB\n",
+                  at, samples.back().second / 1024.0, static_cast<double>(tr - last_transitions) / sample,
+                  static_cast<long long>(t.completed.load()), static_cast<long long>(t.heartbeats.load()), fleet_min(),
                   static_cast<double>(FileSize(fs::path(dir) / "caddie.db") + FileSize(fs::path(dir) / "caddie.db-wal")) /
                       (1 << 20));
       std::fflush(stdout);
@@ -327,22 +391,23 @@ int main(int argc, char** argv) {
               static_cast<double>(wal_bytes) / (1 << 20), sweeps);
   int rc = t.errors.load() == 0 ? 0 : 1;
   if (soak) {
-    const double fleet_minutes = static_cast<double>(t.heartbeats.load()) / (1000.0 / 5.0) / 60.0;
-    std::printf("  soak: %.1f minutes of a 1000-worker fleet's heartbeats (one per 5 s each), %lld jobs completed\n",
-                fleet_minutes, static_cast<long long>(t.completed.load()));
-    if (samples.size() >= 6) {
-      const size_t third = samples.size() / 3;
-      double mid = 0, last = 0;
-      for (size_t i = third; i < 2 * third; ++i) mid += static_cast<double>(samples[i].second);
-      for (size_t i = samples.size() - third; i < samples.size(); ++i) last += static_cast<double>(samples[i].second);
-      mid /= static_cast<double>(third);
-      last /= static_cast<double>(third);
-      const double growth = (last - mid) / mid * 100;
-      std::printf("  memory: middle third mean %.1f MiB, last third mean %.1f MiB: %+.1f%% -> %s\n", mid / 1024,
-                  last / 1024, growth, growth < 10 ? "FLAT" : "GROWING");
-      if (growth >= 10) rc = 1;
+    const double reached = fleet_min();
+    std::printf("  soak: %.1f minutes of a %d-worker fleet's heartbeats (one per %g s each; target %g) in %.0f s, "
+                "%lld jobs completed\n",
+                reached, workers, real_heartbeat, fleet_minutes, run_s, static_cast<long long>(t.completed.load()));
+    if (reached < fleet_minutes) {
+      std::printf("  soak: SHORT of the %g-minute target (raise --seconds or lower --heartbeat)\n", fleet_minutes);
+      rc = 1;
+    }
+    if (const auto v = MemoryVerdict(samples, run_s, flat_percent); v.ok) {
+      std::printf("  memory: middle third mean %.1f MiB, last third mean %.1f MiB: %+.1f%%; slope over the last two "
+                  "thirds %+.3f MiB/min = %+.1f%% over the run -> %s\n",
+                  v.mid_mib, v.last_mib, v.third_growth_pct, v.slope_mib_per_min, v.slope_growth_pct,
+                  v.flat ? "FLAT" : "GROWING");
+      if (!v.flat) rc = 1;
     } else {
       std::printf("  memory: too few samples for a verdict (use --seconds >= 6 x --sample)\n");
+      rc = 1;
     }
   }
   ctl.Terminate();
