@@ -698,7 +698,9 @@ int Train(const TrainSpec& spec, const RankEnv& env) {
     }
     if (!stop_after && (budget_hit || term_hit)) {
       stop_after = step;
-      exit_reason = term_hit ? events::kTerminated : events::kTimeBudget;
+      // The budget first: the worker's SIGTERM at the training limit can land on the step
+      // the trainer's own clock runs out on, and that run is not cut short.
+      exit_reason = budget_hit ? events::kTimeBudget : events::kTerminated;
     }
     if (spec.log_every > 0 && (step <= 10 || step % spec.log_every == 0 || stop_after)) {
       // tokens_per_s and step_ms: over the steps since the previous step event (training

@@ -11,6 +11,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -42,6 +43,8 @@ Clock::duration ToDuration(double seconds) {
   return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
 }
 
+double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
 void KillGroup(pid_t pgid, int sig) {
   if (pgid > 0) kill(-pgid, sig);
 }
@@ -64,6 +67,13 @@ T Num(const json& j, const char* key, T def) {
 }
 
 }  // namespace
+
+double EstimateTrainingSeconds(double since_start_s, std::optional<double> reported_train_s,
+                               double since_report_s, double max_excluded_s) {
+  const double floor_s = since_start_s - max_excluded_s;
+  if (!reported_train_s) return since_start_s;
+  return std::max(*reported_train_s + since_report_s, floor_s);
+}
 
 EffectiveBudget ResolveBudget(const caddie::v1::Budget& b) {
   EffectiveBudget e;
@@ -132,6 +142,9 @@ struct JobRunner::Shared {
   std::optional<Clock::time_point> start_at ABSL_GUARDED_BY(mu);
   std::optional<Clock::time_point> training_over_at ABSL_GUARDED_BY(mu);
   bool term_sent ABSL_GUARDED_BY(mu) = false;  // SIGTERM at the training limit went out
+  // The trainer's own training clock (train_time_s) at its latest step or val event.
+  std::optional<double> reported_train_s ABSL_GUARDED_BY(mu);
+  Clock::time_point reported_at ABSL_GUARDED_BY(mu);
   std::optional<json> final_event ABSL_GUARDED_BY(mu);
   std::string error_message ABSL_GUARDED_BY(mu);
   bool eof ABSL_GUARDED_BY(mu) = false;
@@ -279,6 +292,10 @@ JobOutcome JobRunner::Run() {
         e.set_seq(sh.next_seq++);
         sh.last_event = now;
         if (e.type() == ev::kStart && !sh.start_at) sh.start_at = now;
+        if ((e.type() == ev::kStep || e.type() == ev::kVal) && j.is_object() && j.contains(ev::kTrainTimeS)) {
+          sh.reported_train_s = Num<double>(j, ev::kTrainTimeS, 0);
+          sh.reported_at = now;
+        }
         if (e.type() == ev::kVal && !sh.training_over_at) {
           const double t = Num<double>(j, ev::kTrainTimeS, 0);
           if ((trainer_budget > 0 && t >= trainer_budget) || e.step() >= iterations || sh.term_sent) {
@@ -328,27 +345,35 @@ JobOutcome JobRunner::Run() {
   // Every rank's stderr, and the stdout of ranks > 0 (rank 0's is the events).
   LogTailer logs(config_.logs, job.attempt());
   for (int r = 0; r < world; ++r) {
-    if (r > 0) logs.Add(r, kStdoutStream, (fs::path(dir) / absl::StrCat("rank", r, ".stdout.log")).string());
-    logs.Add(r, kStderrStream, (fs::path(dir) / absl::StrCat("rank", r, ".stderr.log")).string());
+    for (const char* stream : {log_streams::kStdout, log_streams::kStderr}) {
+      if (!log_streams::SentAsChunks(r, stream)) continue;
+      logs.Add(r, stream, (fs::path(dir) / absl::StrCat("rank", r, ".", stream, ".log")).string());
+    }
   }
   auto last_flush = Clock::now();
   // `final`: the job's end — everything left goes, the log files' rest included.
   auto flush = [&](bool final) {
-    std::vector<caddie::v1::Event> batch;
+    const size_t batch_max = std::max<size_t>(config_.batch_max, 1);
+    std::vector<caddie::v1::Event> events;
     {
       absl::MutexLock l(&sh.mu);
-      if (!final && sh.pending.size() < config_.batch_max && Clock::now() - last_flush < config_.batch_interval) return;
-      batch.swap(sh.pending);
+      if (!final && sh.pending.size() < batch_max && Clock::now() - last_flush < config_.batch_interval) return;
+      events.swap(sh.pending);
     }
     std::vector<std::vector<caddie::v1::LogChunk>> chunks =
         GroupByBytes(logs.Poll(final), config_.batch_log_bytes);
-    if (batch.empty() && chunks.empty()) return;
+    if (events.empty() && chunks.empty()) return;
     last_flush = Clock::now();
-    for (auto& e : batch) e.set_attempt(job.attempt());
-    if (chunks.empty()) chunks.emplace_back();
-    for (auto& group : chunks) {
-      on_batch_(std::move(batch), std::move(group));
-      batch.clear();
+    for (auto& e : events) e.set_attempt(job.attempt());
+    // At most batch_max events a batch (a fast trainer outruns the poll); the log chunk
+    // groups ride along in order, past the events in batches of their own.
+    const size_t batches = std::max((events.size() + batch_max - 1) / batch_max, chunks.size());
+    for (size_t b = 0, next = 0; b < batches; ++b) {
+      const size_t end = std::min(events.size(), next + batch_max);
+      std::vector<caddie::v1::Event> batch(std::make_move_iterator(events.begin() + static_cast<std::ptrdiff_t>(next)),
+                                           std::make_move_iterator(events.begin() + static_cast<std::ptrdiff_t>(end)));
+      next = end;
+      on_batch_(std::move(batch), b < chunks.size() ? std::move(chunks[b]) : std::vector<caddie::v1::LogChunk>{});
     }
   };
   while (true) {
@@ -377,24 +402,30 @@ JobOutcome JobRunner::Run() {
       }
     }
     if (cause == StopCause::kNone && first_failed_rank < 0 && !all_done) {
-      Clock::time_point start, last_event;
+      Clock::time_point start, last_event, reported_at;
       std::optional<Clock::time_point> over;
+      std::optional<double> reported_train_s;
       {
         absl::MutexLock l(&sh.mu);
         start = sh.start_at.value_or(launched_at);
         last_event = sh.last_event;
         over = sh.training_over_at;
+        reported_train_s = sh.reported_train_s;
+        reported_at = sh.reported_at;
       }
       const auto grace = ToDuration(budget.grace_seconds);
-      // The default silence limit equals the training limit (max(train, eval) + grace), so a
-      // trainer silent since its start (a slow warm-up, a step longer than the budget) reaches
-      // both at once: the SIGTERM's grace comes first, or it could not finish its step and report.
+      const double training_clock_s = EstimateTrainingSeconds(
+          Seconds(now - start), reported_train_s, reported_train_s ? Seconds(now - reported_at) : 0,
+          budget.eval_seconds);
+      // A trainer silent since its start (a slow warm-up, a step longer than the budget)
+      // reaches the default silence limit (max(train, eval) + grace) together with the
+      // SIGTERM's grace: that grace comes first, or it could not finish its step and report.
       const bool silent_too_long = now - last_event >= ToDuration(silence);
       const bool in_term_grace = (time_term_at && now < *time_term_at + grace) ||
                                  (eval_term_at && now < *eval_term_at + grace);
-      if (!over && !time_term_at && now >= start + ToDuration(budget.train_seconds) + grace) {
-        spdlog::warn("job {}: training limit {} s (+{} s grace) reached: SIGTERM", tag, budget.train_seconds,
-                     budget.grace_seconds);
+      if (!over && !time_term_at && training_clock_s >= budget.train_seconds) {
+        spdlog::warn("job {}: training limit {} s reached (training clock {:.1f} s): SIGTERM", tag,
+                     budget.train_seconds, training_clock_s);
         {
           absl::MutexLock l(&sh.mu);
           sh.term_sent = true;
@@ -500,8 +531,8 @@ JobOutcome JobRunner::Run() {
   }
   if (cause == StopCause::kTimeLimit) {
     JobOutcome f = Fail(caddie::v1::EXIT_REASON_TIME_LIMIT_KILLED,
-                        absl::StrCat("training limit ", budget.train_seconds, " s + ", budget.grace_seconds,
-                                     " s grace: SIGTERM, then SIGKILL after ", budget.grace_seconds, " s"),
+                        absl::StrCat("training limit ", budget.train_seconds, " s: SIGTERM, then SIGKILL after ",
+                                     budget.grace_seconds, " s grace"),
                         false);
     f.result = out.result;
     return f;
@@ -560,7 +591,10 @@ JobOutcome JobRunner::Run() {
   }
   out.state = caddie::v1::JOB_STATE_SUCCEEDED;
   out.exit_reason = ExitReasonFromTrainer(f.value(ev::kExitReason, ""));
-  if (time_term_at) out.message = "stopped by SIGTERM at the training limit";
+  // The trainer's own budget and our SIGTERM can end the same step; its exit reason says which.
+  if (time_term_at && out.exit_reason == caddie::v1::EXIT_REASON_TERMINATED) {
+    out.message = "stopped by SIGTERM at the training limit";
+  }
   if (reported != total) {
     absl::StrAppend(&out.message, out.message.empty() ? "" : "; ", "artifact measured on disk: ", total,
                     " bytes (trainer reported ", reported, ")");

@@ -4,12 +4,16 @@
 // the trainer's own files), the rank processes (one process group, killed as a
 // whole), and the budgets enforced from outside:
 //
-//   training limit   SIGTERM when train_seconds + grace have passed since the
-//                    trainer's `start` event (launch until it arrives) — the
-//                    trainer stops itself at train_seconds of its own clock,
-//                    which skips warm-up; the grace covers that and the last
-//                    step — then SIGKILL one grace later if it is still
-//                    training: EXIT_REASON_TIME_LIMIT_KILLED.
+//   training limit   SIGTERM when the training clock reaches train_seconds,
+//                    SIGKILL one grace later if it is still training:
+//                    EXIT_REASON_TIME_LIMIT_KILLED. The training clock is the
+//                    trainer's own (the train_time_s of its latest step/val
+//                    event, plus the wall time since), which leaves out warm-up
+//                    and evaluation as the reference does; before the first
+//                    report it is the wall time since the `start` event (launch
+//                    until it arrives), and it never runs more than eval_seconds
+//                    behind that wall time, so a trainer whose clock lags cannot
+//                    train on unbounded (EstimateTrainingSeconds).
 //   evaluation limit once training is over (a `val` event at the budget, at
 //                    `iterations`, or after our SIGTERM), eval_seconds for
 //                    evaluation + export, then SIGTERM, SIGKILL after grace:
@@ -32,6 +36,7 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,6 +92,14 @@ EffectiveBudget ResolveBudget(const caddie::v1::Budget& b);
 // One parsed stdout line: a trainer event, or a "log" event wrapping a line
 // that is not a JSON object with an "event" field.
 caddie::v1::Event ParseEventLine(const std::string& line, double now_unix);
+
+// The worker's training clock in seconds (see "training limit" above): wall time
+// since the `start` event before the trainer reports train_time_s; after, the
+// reported value plus the wall time since the report, but at least
+// `since_start_s - max_excluded_s` (the time the trainer may leave off its clock
+// for warm-up and evaluation during training is bounded by the evaluation budget).
+double EstimateTrainingSeconds(double since_start_s, std::optional<double> reported_train_s,
+                               double since_report_s, double max_excluded_s);
 
 // The last `n` lines of a text file ("" when unreadable).
 std::string TailFile(const std::string& path, int n);

@@ -12,6 +12,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/worker/process.h"
+
 namespace caddie::worker {
 namespace {
 
@@ -53,9 +55,17 @@ class JobRunnerTest : public testing::Test {
     if (config.data_dir.empty()) config.data_dir = "/data/default";
     events_.clear();
     batches_ = 0;
+    batch_sizes_.clear();
+    delivered_unix_.clear();
     runner_ = std::make_unique<JobRunner>(config, a, [this](std::vector<caddie::v1::Event> batch) {
       ++batches_;
-      for (auto& e : batch) events_.push_back(std::move(e));
+      batch_sizes_.push_back(batch.size());
+      const double now =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+      for (auto& e : batch) {
+        events_.push_back(std::move(e));
+        delivered_unix_.push_back(now);
+      }
     });
     live_.store(runner_.get());
     const auto t0 = Clock::now();
@@ -81,6 +91,8 @@ class JobRunnerTest : public testing::Test {
   fs::path run_dir_;
   std::vector<caddie::v1::Event> events_;
   int batches_ = 0;
+  std::vector<size_t> batch_sizes_;
+  std::vector<double> delivered_unix_;  // per event: when its batch was handed on
   double elapsed_s_ = 0;
   std::unique_ptr<JobRunner> runner_;
   std::atomic<JobRunner*> live_{nullptr};  // for other threads: set before Run
@@ -219,17 +231,60 @@ TEST_F(JobRunnerTest, CpuJobSeesNoGpus) {
 }
 
 TEST_F(JobRunnerTest, TrainerIgnoringSigtermIsKilledAtLimitPlusGrace) {
-  // Limit 1 s + 0.5 s grace → SIGTERM at 1.5 s after start, SIGKILL 0.5 s later.
+  // Limit 1 s → SIGTERM 1 s after start (the fake's clock starts with it), SIGKILL 0.5 s later.
   JobOutcome o = RunJob({{"max_wallclock_seconds", 100.0},
                          {"fake", {{"steps", 100000}, {"step_ms", 20}, {"ignore_sigterm", true}}}},
                         MakeBudget(1.0, 0.5));
   EXPECT_EQ(o.state, caddie::v1::JOB_STATE_FAILED);
   EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_TIME_LIMIT_KILLED) << o.message;
   EXPECT_FALSE(o.infra_failure);
-  EXPECT_NE(o.message.find("training limit 1 s"), std::string::npos) << o.message;
-  EXPECT_GE(elapsed_s_, 1.9);
-  EXPECT_LT(elapsed_s_, 4.0);
+  EXPECT_NE(o.message.find("training limit 1 s: SIGTERM, then SIGKILL after 0.5 s grace"), std::string::npos)
+      << o.message;
+  EXPECT_GE(elapsed_s_, 1.4);
+  EXPECT_LT(elapsed_s_, 3.0);
+  // It trained on through the SIGTERM until the SIGKILL: its last report is past the limit.
+  ASSERT_FALSE(events_.empty());
+  const json last = json::parse(events_.back().json());
+  EXPECT_GE(last.value("train_time_s", 0.0), 1.3) << events_.back().json();
   ExpectNoRankAlive(1);
+}
+
+TEST_F(JobRunnerTest, WarmUpAndEvaluationLeftOffTheTrainersClockDoNotCountTowardTheLimit) {
+  // 1 s of warm-up, then a 2 s training clock with a 0.25 s evaluation every 5 steps (0.5 s):
+  // the trainer stops itself at its budget about 3.75 s after start. A wall-clock limit of
+  // 2 s + 0.5 s grace would SIGTERM it at 2.5 s.
+  JobOutcome o = RunJob({{"fake", {{"steps", 100000}, {"step_ms", 100}, {"warmup_ms", 1000}, {"val_every", 5},
+                                   {"val_ms", 250}}}},
+                        MakeBudget(2.0, 0.5, 5.0));
+  EXPECT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_TIME_BUDGET) << o.message;
+  EXPECT_EQ(o.message, "");
+  EXPECT_GE(o.result.train_seconds(), 2.0);
+  EXPECT_GE(elapsed_s_, 3.5);
+  int vals = 0;
+  for (const auto& e : events_) vals += e.type() == "val";
+  EXPECT_GE(vals, 4);  // three during training, one at the end
+}
+
+TEST_F(JobRunnerTest, ATrainerClockThatLagsIsBoundedByTheEvaluationBudget) {
+  // The fake's clock runs at a tenth of real time: left to itself it would train 10 s. The
+  // worker lets a trainer leave at most eval_seconds (0.5 s) off its clock: SIGTERM at 1.5 s.
+  JobOutcome o = RunJob({{"fake", {{"steps", 100000}, {"step_ms", 20}, {"clock_scale", 0.1}}}},
+                        MakeBudget(1.0, 0.5, 0.5));
+  EXPECT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_TERMINATED) << o.message;
+  EXPECT_NE(o.message.find("SIGTERM at the training limit"), std::string::npos) << o.message;
+  EXPECT_GE(elapsed_s_, 1.4);
+  EXPECT_LT(elapsed_s_, 3.0);
+}
+
+TEST(EstimateTrainingSecondsTest, FollowsTheTrainersClockWithinTheExcludedTimeBound) {
+  // No report yet: wall time since start.
+  EXPECT_DOUBLE_EQ(EstimateTrainingSeconds(5.0, std::nullopt, 0, 2.0), 5.0);
+  // The reported clock plus the time since the report.
+  EXPECT_DOUBLE_EQ(EstimateTrainingSeconds(10.0, 3.0, 1.0, 8.0), 4.0);
+  // ... but never more than max_excluded behind the wall time since start.
+  EXPECT_DOUBLE_EQ(EstimateTrainingSeconds(10.0, 3.0, 1.0, 2.0), 8.0);
 }
 
 TEST_F(JobRunnerTest, TrainerHonouringSigtermFinishesWithTerminated) {
@@ -323,9 +378,10 @@ TEST_F(JobRunnerTest, SilentTrainerFailsWithNoProgress) {
 // the budget: the SSM hybrid on one H100) must still get the SIGTERM's grace, not a SIGKILL one
 // poll later.
 TEST_F(JobRunnerTest, StepLongerThanTheBudgetGetsItsSigtermGrace) {
-  // SIGTERM at 1 + 1 = 2 s after start; the first step ends at 2.4 s, inside the grace.
+  // SIGTERM at 1 s after start (silence limit max(1, 0.5) + 2 = 3 s); the first step ends at
+  // 2.4 s, inside the 2 s grace.
   JobOutcome o = RunJob({{"max_wallclock_seconds", 100.0}, {"fake", {{"steps", 100000}, {"step_ms", 2400}}}},
-                        MakeBudget(1.0, 1.0, 0.5));
+                        MakeBudget(1.0, 2.0, 0.5));
   EXPECT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
   EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_TERMINATED) << o.message;
   EXPECT_EQ(o.result.steps(), 1);
@@ -333,14 +389,61 @@ TEST_F(JobRunnerTest, StepLongerThanTheBudgetGetsItsSigtermGrace) {
 }
 
 TEST_F(JobRunnerTest, TrainerSilentPastTheTrainingLimitIsNoProgressAfterTheGrace) {
-  // SIGTERM at 1.5 s (silence limit 1.5 s too), unanswered: SIGKILL at 2 s, no progress.
+  // SIGTERM at 1 s, unanswered; the silence limit (1.5 s) waits out the grace: SIGKILL at
+  // 1.5 s, no progress.
   JobOutcome o = RunJob({{"max_wallclock_seconds", 100.0}, {"fake", {{"silent", true}}}}, MakeBudget(1.0, 0.5, 0.5));
   EXPECT_EQ(o.state, caddie::v1::JOB_STATE_FAILED);
   EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_NO_PROGRESS) << o.message;
   EXPECT_TRUE(o.infra_failure);
-  EXPECT_GE(elapsed_s_, 1.9);
-  EXPECT_LT(elapsed_s_, 4.0);
+  EXPECT_GE(elapsed_s_, 1.4);
+  EXPECT_LT(elapsed_s_, 3.5);
   ExpectNoRankAlive(1);
+}
+
+TEST_F(JobRunnerTest, AFastTrainersEventsGoOutInBatchesOfAtMost64InOrder) {
+  RunnerConfig c;
+  c.batch_interval = std::chrono::milliseconds(1000);  // only the size bound flushes mid-run
+  JobOutcome o = RunJob({{"fake", {{"steps", 600}, {"step_ms", 0}}}}, {}, {}, c);
+  ASSERT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  ASSERT_EQ(events_.size(), 603u);  // start, 600 steps, val, final
+  for (size_t i = 0; i < events_.size(); ++i) ASSERT_EQ(events_[i].seq(), static_cast<int64_t>(i + 1));
+  size_t full = 0;
+  for (size_t n : batch_sizes_) {
+    EXPECT_GE(n, 1u);
+    EXPECT_LE(n, 64u);
+    full += n == 64;
+  }
+  EXPECT_GE(full, 5u);  // 603 events in well under a second: mostly full batches
+  EXPECT_LE(batch_sizes_.size(), 40u);
+}
+
+TEST_F(JobRunnerTest, ASlowTrainersEventsGoOutWithinTheBatchInterval) {
+  // A step every 150 ms and a 200 ms batch interval: each event leaves within the interval
+  // (plus a poll), not held for a full batch or for the end of the run.
+  JobOutcome o = RunJob({{"fake", {{"steps", 10}, {"step_ms", 150}}}});
+  ASSERT_EQ(o.state, caddie::v1::JOB_STATE_SUCCEEDED) << o.message;
+  ASSERT_EQ(events_.size(), 13u);
+  EXPECT_GE(batches_, 5);
+  for (size_t i = 0; i + 2 < events_.size(); ++i) {  // val and final leave with the final flush
+    EXPECT_LT(delivered_unix_[i] - events_[i].time_unix(), 0.6) << "event " << i << " " << events_[i].type();
+  }
+}
+
+TEST_F(JobRunnerTest, ARanksOwnChildProcessesDieWithTheJob) {
+  JobOutcome o = RunJob({{"fake", {{"steps", 100000}, {"step_ms", 20}, {"crash_at_step", 5}, {"crash_rank", 1},
+                                   {"spawn_child", true}}}},
+                        {}, {0, 1});
+  EXPECT_EQ(o.exit_reason, caddie::v1::EXIT_REASON_CRASHED) << o.message;
+  for (int r = 0; r < 2; ++r) {
+    json me = ReadJson(run_dir_ / ("fake_rank" + std::to_string(r) + ".json"));
+    ASSERT_TRUE(me.contains("child_pid")) << me.dump();
+    const long long child = me["child_pid"].get<long long>();
+    // Reparented when its rank died; the group SIGKILL still reached it (a zombie awaiting
+    // its new parent's reap counts as gone).
+    const bool gone = testing_support::ProcessGone(static_cast<pid_t>(child), std::chrono::milliseconds(2000));
+    EXPECT_TRUE(gone) << "rank " << r << "'s child " << child << " outlived the job";
+  }
+  ExpectNoRankAlive(2);
 }
 
 TEST_F(JobRunnerTest, CancelKillsTheGroupAtOnce) {

@@ -19,6 +19,12 @@
 //   exit_code [0]                    exit status after `final`
 //   val_bpb [2.5]
 //   dump_env [false]                 also write the whole environment into fake_rank<R>.json ("env")
+//   warmup_ms [0]                    time between `start` and the training clock's start
+//   val_every [0], val_ms [0]        a val event every val_every steps after val_ms of
+//                                    evaluation, left off the training clock (as the real trainer)
+//   clock_scale [1]                  train_time_s reported = this x the true training time
+//                                    (< 1: a trainer whose clock lags)
+//   spawn_child [false]              fork a child that sleeps forever (its pid: "child_pid")
 // The spec's max_wallclock_seconds is honoured like the real trainer's budget
 // (exit reason time_budget); SIGTERM stops after the current step (terminated).
 // Each rank writes fake_rank<R>.json (pid and rendezvous env; all of the env
@@ -129,6 +135,10 @@ int main(int argc, char** argv) {
   const int exit_code = plan.value("exit_code", 0);
   const double val_bpb = plan.value("val_bpb", 2.5);
   const double budget_s = spec.value("max_wallclock_seconds", 600.0);
+  const double warmup_ms = plan.value("warmup_ms", 0.0);
+  const long long val_every = plan.value("val_every", 0LL);
+  const double val_ms = plan.value("val_ms", 0.0);
+  const double clock_scale = plan.value("clock_scale", 1.0);
 
   if (plan.value("ignore_sigterm", false)) {
     signal(SIGTERM, SIG_IGN);
@@ -141,6 +151,13 @@ int main(int argc, char** argv) {
   if (!run_dir.empty()) {
     fs::create_directories(run_dir);
     json me = {{"pid", static_cast<long long>(getpid())}, {"rank", rank}, {"world_size", world}};
+    if (plan.value("spawn_child", false)) {
+      const pid_t child = fork();
+      if (child == 0) {
+        while (true) pause();  // a trainer's helper process: only the group kill ends it
+      }
+      me["child_pid"] = static_cast<long long>(child);
+    }
     for (const char* k : {"CUDA_VISIBLE_DEVICES", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
                           "MASTER_ADDR", "MASTER_PORT"}) {
       if (const char* v = std::getenv(k); v != nullptr) me[k] = v;
@@ -165,8 +182,12 @@ int main(int argc, char** argv) {
   };
   if (silent_after == 0) hang();
 
-  const auto t0 = std::chrono::steady_clock::now();
-  auto elapsed_s = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  SleepMs(warmup_ms);
+  // The training clock: wall time since warm-up, less in-training evaluation, times clock_scale.
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed_s = [&] {
+    return clock_scale * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
   std::string exit_reason = ev::kCompleted;
   long long step = 0;
   while (step < steps) {
@@ -183,6 +204,13 @@ int main(int argc, char** argv) {
                   {ev::kLrScale, 1.0}, {ev::kTokensPerS, 1000.0}, {ev::kStepMs, step_ms},
                   {ev::kTrainTimeS, elapsed_s()}, {ev::kMemBytes, 0}});
     if (silent_after > 0 && step == silent_after) hang();
+    if (val_every > 0 && step % val_every == 0 && step < steps) {
+      const auto val_t0 = std::chrono::steady_clock::now();
+      SleepMs(val_ms);
+      t0 += std::chrono::steady_clock::now() - val_t0;
+      Emit(master, {{ev::kEvent, ev::kVal}, {ev::kTime, Now()}, {ev::kStepNum, step}, {ev::kValLoss, val_bpb * 0.7},
+                    {ev::kValBpb, val_bpb}, {ev::kTrainTimeS, elapsed_s()}});
+    }
     if (budget_s > 0 && elapsed_s() >= budget_s) {
       exit_reason = ev::kTimeBudget;
       break;

@@ -242,9 +242,9 @@ TEST_F(WorkerControllerTest, TrainerIgnoringSigtermIsKilledAtLimitPlusGraceAndRe
   const double took = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_EQ(job.state(), caddie::v1::JOB_STATE_FAILED);
   EXPECT_EQ(job.exit_reason(), caddie::v1::EXIT_REASON_TIME_LIMIT_KILLED) << job.message();
-  // SIGTERM at start + 1 s + 1 s grace, SIGKILL 1 s later.
-  EXPECT_GE(took, 2.0);
-  EXPECT_LT(took, 6.0);
+  // SIGTERM at the 1 s limit, SIGKILL after the 1 s grace (RUNNING is seen a little after start).
+  EXPECT_GE(took, 1.0);
+  EXPECT_LT(took, 5.0);
   EXPECT_TRUE(ProcessGone(RankPid(job, 0), 1s));
 }
 
