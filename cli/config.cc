@@ -45,6 +45,25 @@ absl::Status CheckAddress(const std::string& addr) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ResolveConfigFilePath(const std::string& key, const std::string& value,
+                                                  const std::string& config_path, const std::string& home) {
+  if (value.empty()) return value;
+  if (value == "~" || value.rfind("~/", 0) == 0) {
+    if (home.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", key, " \"", value,
+                                                     "\" starts with ~ but HOME is not set; write the full path"));
+    }
+    return value.size() <= 2 ? home : (fs::path(home) / value.substr(2)).string();
+  }
+  if (value[0] == '~') {
+    return absl::InvalidArgumentError(absl::StrCat(config_path, ": ", key, " \"", value,
+                                                   "\": only ~/ (your HOME) is expanded, not ~user/; write the full path"));
+  }
+  const fs::path p(value);
+  if (p.is_absolute()) return value;
+  return (fs::path(config_path).parent_path() / p).string();
+}
+
 ConfigInputs InputsFromEnvironment() {
   ConfigInputs in;
   for (char** e = environ; e && *e; ++e) {
@@ -122,7 +141,7 @@ absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in) {
         } else if (k == "token") {
           file_token = it->second.Scalar();
         } else if (k == "tls_ca") {
-          file_tls_ca = it->second.Scalar();
+          ASSIGN_OR_RETURN(file_tls_ca, ResolveConfigFilePath(k, it->second.Scalar(), path, Get(in.env, "HOME")));
         } else {
           const std::string near = ClosestKey(k, {"addr", "token", "tls_ca"});
           return absl::InvalidArgumentError(absl::StrCat(

@@ -33,7 +33,7 @@ struct Connection {
   std::string addr_source;   // "--addr", "CADDIE_ADDR", "config file <path>", "caddie up (<path>)", "default"
   std::string token;         // "" = none
   std::string token_source;
-  std::string tls_ca;        // path of the CA file ("" = plaintext)
+  std::string tls_ca;        // path of the CA file ("" = plaintext); from the config file as resolved by ResolveConfigFilePath
   std::string tls_ca_source; // "--tls-ca", "CADDIE_TLS_CA", "config file <path>"
   std::string tls_ca_pem;    // its contents
   std::string config_path;   // the config file consulted ("" = none found)
@@ -45,6 +45,15 @@ struct Connection {
 // when the TLS CA file cannot be read or holds no PEM certificate (naming the
 // file and where its name came from).
 absl::StatusOr<Connection> ResolveConnection(const ConfigInputs& in);
+
+// A path-valued config-file key (tls_ca) as the CLI uses it: "~" or a leading
+// "~/" is `home`; any other relative path is relative to the directory of the
+// config file `config_path`; an absolute path is kept. InvalidArgument naming the
+// file and `key` for "~" without a HOME and for "~user/" (not expanded). Paths
+// given by flag or environment variable are not passed through this: they are
+// relative to the working directory, as the shell gave them.
+absl::StatusOr<std::string> ResolveConfigFilePath(const std::string& key, const std::string& value,
+                                                  const std::string& config_path, const std::string& home);
 
 // ConfigInputs from the process's environment.
 ConfigInputs InputsFromEnvironment();

@@ -172,5 +172,102 @@ TEST_F(ConfigTest, TlsCaPrecedenceAndErrors) {
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("(did you mean \"tls_ca\"?)"));
 }
 
+// tls_ca in a config file: relative to the file's directory (not the working
+// directory), a leading ~/ is HOME, absolute paths as written; flags and the
+// environment stay relative to the working directory.
+TEST_F(ConfigTest, ConfigFileTlsCaIsRelativeToTheFileAndExpandsHome) {
+  const std::string pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  fs::create_directories(dir_ / "conf/certs");
+  std::ofstream(dir_ / "conf/certs/ca.pem") << "beside-config\n" << pem;
+  std::ofstream(dir_ / "home/ca.pem") << "in-home\n" << pem;
+  fs::create_directories(dir_ / "cwd/certs");
+  std::ofstream(dir_ / "cwd/certs/ca.pem") << "in-cwd\n" << pem;
+  // The process's working directory is where a cwd-relative open would look:
+  // make that the decoy, so reading it instead of the config's copy fails the test.
+  struct CwdGuard {
+    fs::path old = fs::current_path();
+    ~CwdGuard() { fs::current_path(old); }
+  } guard;
+  fs::current_path(dir_ / "cwd");
+
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: certs/ca.pem\n";
+  in_.flag_config = (dir_ / "conf/config.yaml").string();
+  auto c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(fs::path(c->tls_ca), dir_ / "conf/certs/ca.pem");
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("beside-config"));
+
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: ./certs/../certs/ca.pem\n";
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("beside-config"));
+
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: ~/ca.pem\n";
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(fs::path(c->tls_ca), dir_ / "home/ca.pem");
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("in-home"));
+
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: " << (dir_ / "cwd/certs/ca.pem").string() << "\n";
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("in-cwd"));
+
+  // A missing file names the resolved path and the config file it came from.
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: nope.pem\n";
+  c = ResolveConnection(in_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr((dir_ / "conf/nope.pem").string()));
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("config file " + in_.flag_config));
+
+  // The same relative name from the flag or the environment is the working directory's.
+  in_.flag_tls_ca = "certs/ca.pem";
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("in-cwd"));
+  in_.flag_tls_ca.clear();
+  in_.env["CADDIE_TLS_CA"] = "certs/ca.pem";
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("in-cwd"));
+  in_.env.erase("CADDIE_TLS_CA");
+
+  // The default config file (~/.config/caddie/config.yaml) resolves against its own directory.
+  in_.flag_config.clear();
+  fs::create_directories(dir_ / "home/.config/caddie/certs");
+  std::ofstream(dir_ / "home/.config/caddie/certs/ca.pem") << "in-default-config-dir\n" << pem;
+  WriteHomeConfig("tls_ca: certs/ca.pem\n");
+  c = ResolveConnection(in_);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->tls_ca_pem, HasSubstr("in-default-config-dir"));
+
+  // ~ without a HOME, and ~user/, are errors naming the key and the file.
+  in_.env.erase("HOME");
+  in_.flag_config = (dir_ / "conf/config.yaml").string();
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: ~/ca.pem\n";
+  c = ResolveConnection(in_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()),
+              HasSubstr("config.yaml: tls_ca \"~/ca.pem\" starts with ~ but HOME is not set"));
+  std::ofstream(dir_ / "conf/config.yaml") << "tls_ca: ~bob/ca.pem\n";
+  c = ResolveConnection(in_);
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("only ~/ (your HOME) is expanded, not ~user/"));
+}
+
+TEST(ResolveConfigFilePath, Forms) {
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "ca.pem", "/etc/caddie/config.yaml", "/home/u"), "/etc/caddie/ca.pem");
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "../ca.pem", "/etc/caddie/config.yaml", "/home/u"),
+            "/etc/caddie/../ca.pem");
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "/abs/ca.pem", "/etc/caddie/config.yaml", "/home/u"), "/abs/ca.pem");
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "~/ca.pem", "/etc/caddie/config.yaml", "/home/u"), "/home/u/ca.pem");
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "~", "/etc/caddie/config.yaml", "/home/u"), "/home/u");
+  // A config file named without a directory: relative to the working directory, as it is.
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "ca.pem", "config.yaml", "/home/u"), "ca.pem");
+  EXPECT_EQ(*ResolveConfigFilePath("tls_ca", "ca.pem", "sub/config.yaml", "/home/u"), "sub/ca.pem");
+  EXPECT_FALSE(ResolveConfigFilePath("tls_ca", "~x/ca.pem", "/etc/c.yaml", "/home/u").ok());
+  EXPECT_FALSE(ResolveConfigFilePath("tls_ca", "~/ca.pem", "/etc/c.yaml", "").ok());
+}
+
 }  // namespace
 }  // namespace caddie::cli
