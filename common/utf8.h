@@ -14,6 +14,10 @@ namespace caddie {
 // a well-formed UTF-8 sequence (a sequence cut short by the end counts), or npos.
 size_t FirstInvalidUtf8(std::string_view s, size_t from = 0);
 
+// How many bytes at the end of `s` (0 to 3) are the well-formed start of a
+// sequence that `s` cuts short — text read in pieces holds them back for the next.
+size_t IncompleteUtf8Suffix(std::string_view s);
+
 // `s` with each byte that FirstInvalidUtf8 rejects replaced by `replacement`
 // (e.g. "?", or "\xEF\xBF\xBD" for U+FFFD); well-formed text is returned unchanged.
 std::string ReplaceInvalidUtf8(std::string_view s, std::string_view replacement);

@@ -27,5 +27,16 @@ TEST(Utf8Test, ReplacesEveryBadByteAndKeepsTheRest) {
   EXPECT_EQ(ReplaceInvalidUtf8("\xA9t\xC3", "\xEF\xBF\xBD"), "\xEF\xBF\xBDt\xEF\xBF\xBD");
 }
 
+TEST(Utf8Test, AnIncompleteSequenceAtTheEndIsMeasuredOnlyWhenWellFormedSoFar) {
+  EXPECT_EQ(IncompleteUtf8Suffix("abc"), 0u);
+  EXPECT_EQ(IncompleteUtf8Suffix(""), 0u);
+  EXPECT_EQ(IncompleteUtf8Suffix("ab\xC3"), 1u);            // é cut after 1 of 2
+  EXPECT_EQ(IncompleteUtf8Suffix("\xE2\x82"), 2u);          // € cut after 2 of 3
+  EXPECT_EQ(IncompleteUtf8Suffix("x\xF0\x9D\x84"), 3u);     // 𝄞 cut after 3 of 4
+  EXPECT_EQ(IncompleteUtf8Suffix("\xC3\xA9"), 0u);          // complete
+  EXPECT_EQ(IncompleteUtf8Suffix("a\x84"), 0u);              // a stray continuation: invalid, not cut
+  EXPECT_EQ(IncompleteUtf8Suffix("\xE0\x80"), 0u);          // overlong start: invalid, not cut
+}
+
 }  // namespace
 }  // namespace caddie

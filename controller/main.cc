@@ -82,6 +82,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-sweep-bytes", o.scheduler.max_sweep_json_bytes,
                  "Largest SubmitSweep sweep_json accepted, bytes (the gRPC message limit follows it)")
       ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30));
+  app.add_option("--log-bytes-per-stream", o.log_bytes_per_stream,
+                 "Bytes kept of each rank's stderr (and stdout of ranks > 0), the newest; older ones are "
+                 "dropped (0 = keep all)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");
   app.add_option("--shutdown-grace", shutdown_grace,

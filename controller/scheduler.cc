@@ -12,9 +12,11 @@
 #include "absl/strings/str_format.h"
 #include "common/core/train_spec.h"
 #include "common/grpc_status.h"
+#include "common/log_streams.h"
 #include "common/metric_names.h"
 #include "common/status_macros.h"
 #include "controller/early_stopping.h"
+#include "controller/job_logs.h"
 
 namespace caddie::controller {
 
@@ -402,12 +404,46 @@ absl::StatusOr<v1::UndrainWorkerResponse> Scheduler::UndrainWorker(const v1::Und
   return resp;
 }
 
-absl::StatusOr<std::string> Scheduler::JobLogs(const std::string& job_id, int tail_lines) {
-  RETURN_IF_ERROR(store_->GetJob(job_id).status());
-  ASSIGN_OR_RETURN(auto events, store_->TailEvents(job_id, tail_lines > 0 ? tail_lines : 100));
-  std::string text;
-  for (const auto& e : events) absl::StrAppend(&text, e.json(), "\n");
-  return text;
+absl::StatusOr<v1::GetJobLogsResponse> Scheduler::JobLogs(const v1::GetJobLogsRequest& req) {
+  ASSIGN_OR_RETURN(const v1::Job job, store_->GetJob(req.job_id()));
+  const int32_t ranks = std::max(1, job.spec().gpus());
+  if (!req.stream().empty() && !log_streams::Known(req.stream())) {
+    return absl::InvalidArgumentError(absl::StrCat("stream \"", Truncated(req.stream()),
+                                                   "\" is not one of \"stdout\", \"stderr\""));
+  }
+  if (req.rank() < 0 || req.rank() >= ranks) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", req.rank(), " is out of range: job ", job.id(), " has ",
+                                                   ranks, " rank(s), 0..", ranks - 1));
+  }
+  if (req.tail_lines() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tail_lines must be >= 0, got ", req.tail_lines()));
+  }
+  if (req.has_from_offset() && req.from_offset() < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("from_offset must be >= 0, got ", req.from_offset()));
+  }
+  v1::GetJobLogsResponse resp;
+  const std::string stream = req.stream().empty() ? log_streams::kStdout : req.stream();
+  if (!log_streams::SentAsChunks(req.rank(), stream)) {
+    // Rank 0's stdout: the events.
+    if (req.has_from_offset()) {
+      return absl::InvalidArgumentError(
+          "from_offset applies to a rank's stderr or the stdout of a rank > 0; rank 0's stdout is the events "
+          "(follow them with WatchJob)");
+    }
+    ASSIGN_OR_RETURN(auto events, store_->TailEvents(job.id(), req.tail_lines() > 0 ? req.tail_lines() : 100));
+    std::string text;
+    for (const auto& e : events) absl::StrAppend(&text, e.json(), "\n");
+    resp.set_text(std::move(text));
+    return resp;
+  }
+  ASSIGN_OR_RETURN(const LogRead held,
+                   store_->ReadLogs(job.id(), req.rank(), stream, req.has_from_offset() ? req.from_offset() : 0));
+  LogText t = AssembleLog(held, req.has_from_offset() ? std::optional<int64_t>(req.from_offset()) : std::nullopt,
+                          req.tail_lines());
+  resp.set_text(std::move(t.text));
+  resp.set_next_offset(t.next_offset);
+  resp.set_dropped_bytes(t.dropped_bytes);
+  return resp;
 }
 
 // ---------------------------------------------------------------- workers
@@ -527,6 +563,18 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
     return out.status();
   }
   const std::string& job_id = req.lease().job_id();
+  if (req.logs_size() > 0) {
+    // After the events: a batch whose chunks are refused still keeps its events.
+    std::vector<v1::LogChunk> logs(req.logs().begin(), req.logs().end());
+    auto stored = store_->AppendLogs(req.worker_id(), job_id, req.lease().fencing_token(), logs, NowMs());
+    if (!stored.ok()) {
+      CountStale(stored.status());
+      return stored.status();
+    }
+    if (stored->dropped_bytes > 0) {
+      spdlog::debug("job {}: {} oldest log bytes dropped (per-stream cap)", job_id, stored->dropped_bytes);
+    }
+  }
   bool has_val = false;
   for (const auto& e : events) {
     if (e.type() != "step" && e.type() != "val") continue;

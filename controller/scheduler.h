@@ -116,8 +116,14 @@ class Scheduler {
   absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
     return store_->ListEvents(job_id, after_seq, limit);
   }
-  // The last `tail_lines` events of the job as text, one line each (the trainer's JSON lines).
-  absl::StatusOr<std::string> JobLogs(const std::string& job_id, int tail_lines);
+  // One output of the job's current attempt (GetJobLogsRequest): by default
+  // (rank 0, stream "" or "stdout") its last `tail_lines` events as text, one
+  // JSON line each (rank 0's stdout); a rank's stderr, or stdout of a rank > 0,
+  // as AssembleLog (job_logs.h) cuts what the store holds. NotFound for an
+  // unknown job; InvalidArgument naming the value for an unknown stream, a rank
+  // outside the job's ranks, a negative tail_lines or from_offset, or a
+  // from_offset asked of the events. A rank with no output yet: empty text.
+  absl::StatusOr<v1::GetJobLogsResponse> JobLogs(const v1::GetJobLogsRequest& req);
 
   // --- workers ---
   absl::StatusOr<v1::RegisterWorkerResponse> RegisterWorker(const v1::RegisterWorkerRequest& req);

@@ -144,14 +144,84 @@ TEST_F(SchedulerTest, SubmitLeaseEventsCompleteLeaderboardWithSpecDiff) {
   EXPECT_EQ(json::parse(lb->entries(0).spec_diff_json()), (json{{"iterations", 50}, {"num_layers", 6}}));
   lr.set_sweep_id(sub.sweep().id());
   EXPECT_EQ(sched_->Leaderboard(lr)->entries_size(), 2);
-  auto logs = sched_->JobLogs(l1.job().id(), 1);
+  v1::GetJobLogsRequest gl;
+  gl.set_job_id(l1.job().id());
+  gl.set_tail_lines(1);
+  auto logs = sched_->JobLogs(gl);
   ASSERT_TRUE(logs.ok());
-  EXPECT_NE(logs->find("\"val_bpb\":1.5"), std::string::npos) << *logs;
+  EXPECT_NE(logs->text().find("\"val_bpb\":1.5"), std::string::npos) << logs->text();
   const std::string text = registry_.Render();
   EXPECT_NE(text.find("caddie_jobs_finished_total{state=\"succeeded\"} 2"), std::string::npos);
   EXPECT_NE(text.find(absl::StrCat("caddie_leaderboard_val_bpb{sweep_id=\"", sub.sweep().id(), "\",job_id=\"",
                                    l2.job().id(), "\"} 1.3")),
             std::string::npos);
+}
+
+TEST_F(SchedulerTest, JobLogsServesARanksStreamAndRefusesAStreamOrRankThatIsNot) {
+  auto sub = Submit(json{{"base", {{"iterations", 10}}}}, /*gpus=*/2);
+  Register("w1", 2);
+  auto l = Lease("w1", 2);
+  ASSERT_FALSE(l.job().id().empty());
+  const std::string id = l.job().id();
+  // Events and rank 1's stderr in one batch, as the worker sends them.
+  v1::ReportEventsRequest req;
+  req.set_worker_id("w1");
+  req.mutable_lease()->set_job_id(id);
+  req.mutable_lease()->set_fencing_token(l.fencing_token());
+  auto* e = req.add_events();
+  e->set_seq(1);
+  e->set_type("start");
+  e->set_json(R"({"event":"start"})");
+  auto* c = req.add_logs();
+  c->set_attempt(l.job().attempt());
+  c->set_rank(1);
+  c->set_stream("stderr");
+  c->set_data("rank 1: a\nrank 1: b\n");
+  ASSERT_TRUE(sched_->ReportEvents(req).ok());
+  // A chunk the controller refuses: the batch is refused, its events were kept.
+  req.mutable_events(0)->set_seq(2);
+  req.mutable_logs(0)->set_rank(5);
+  EXPECT_EQ(sched_->ReportEvents(req).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(sched_->ListEvents(id, 0, 0)->size(), 2u);
+
+  v1::GetJobLogsRequest gl;
+  gl.set_job_id(id);
+  auto r = sched_->JobLogs(gl);  // the default: the events
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text(), "{\"event\":\"start\"}\n{\"event\":\"start\"}\n");
+  gl.set_rank(1);
+  gl.set_stream("stderr");
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text(), "rank 1: a\nrank 1: b\n");
+  EXPECT_EQ(r->next_offset(), 20);
+  EXPECT_EQ(r->dropped_bytes(), 0);
+  gl.set_from_offset(10);
+  EXPECT_EQ(sched_->JobLogs(gl)->text(), "rank 1: b\n");
+  gl.clear_from_offset();
+  gl.set_stream("stdout");  // no output yet: empty, not an error
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text(), "");
+
+  gl.set_stream("stdin");
+  r = sched_->JobLogs(gl);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "stream \"stdin\" is not one of")) << r.status();
+  gl.set_stream("stderr");
+  gl.set_rank(2);
+  r = sched_->JobLogs(gl);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "rank 2 is out of range")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "2 rank(s), 0..1")) << r.status();
+  gl.set_rank(-1);
+  EXPECT_EQ(sched_->JobLogs(gl).status().code(), absl::StatusCode::kInvalidArgument);
+  gl.set_rank(0);
+  gl.set_stream("");
+  gl.set_from_offset(0);  // the events have no byte offsets
+  EXPECT_EQ(sched_->JobLogs(gl).status().code(), absl::StatusCode::kInvalidArgument);
+  gl.set_job_id("s9-j9");
+  EXPECT_EQ(sched_->JobLogs(gl).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(SchedulerTest, InvalidTrainerKeyIsRejectedNamingJobAndKey) {

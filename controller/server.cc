@@ -25,6 +25,7 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(ControllerOptions 
   auto* txn = c->registry_.AddHistogram(metric_names::kSqliteTransaction).value();
   SqliteStore::Options so;
   so.synchronous_normal = options.sqlite_synchronous_normal;
+  so.log_bytes_per_stream = options.log_bytes_per_stream;
   so.on_transaction = [txn](double s) { txn->WithLabels({}).Observe(s); };
   ASSIGN_OR_RETURN(c->store_, SqliteStore::Open(options.db_path, std::move(so)));
   c->scheduler_ = std::make_unique<Scheduler>(c->store_.get(), &c->registry_, options.scheduler);

@@ -314,8 +314,7 @@ grpc::ServerUnaryReactor* UserServiceImpl::GetJobLogs(grpc::CallbackServerContex
                                                       v1::GetJobLogsResponse* resp) {
   return Unary(ctx, tokens_, Role::kUser, [&]() -> absl::Status {
     RETURN_IF_ERROR(CheckIds({{"job_id", req->job_id()}}));
-    ASSIGN_OR_RETURN(auto text, s_->JobLogs(req->job_id(), req->tail_lines()));
-    resp->set_text(std::move(text));
+    ASSIGN_OR_RETURN(*resp, s_->JobLogs(*req));
     return absl::OkStatus();
   });
 }

@@ -2,13 +2,16 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <chrono>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/log_streams.h"
 #include "common/status_macros.h"
 
 namespace caddie::controller {
@@ -110,6 +113,26 @@ CREATE INDEX jobs_state_gpus ON jobs(state, gpus);
       R"sql(
 ALTER TABLE workers ADD COLUMN drained_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE workers ADD COLUMN drained_ms INTEGER NOT NULL DEFAULT 0;
+)sql",
+      // 5: the ranks' log files (stderr; stdout of ranks > 0), apart from the events:
+      // chunks by byte offset, and per stream how far it got and how much is held.
+      R"sql(
+CREATE TABLE log_chunks(
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  rank INTEGER NOT NULL,
+  stream TEXT NOT NULL,
+  byte_offset INTEGER NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY(job_id, attempt, rank, stream, byte_offset)) WITHOUT ROWID;
+CREATE TABLE log_streams(
+  job_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  rank INTEGER NOT NULL,
+  stream TEXT NOT NULL,
+  end_offset INTEGER NOT NULL,
+  held_bytes INTEGER NOT NULL,
+  PRIMARY KEY(job_id, attempt, rank, stream)) WITHOUT ROWID;
 )sql",
   };
   return m;
@@ -574,6 +597,38 @@ absl::StatusOr<HeartbeatOutcome> SqliteStore::Heartbeat(const std::string& worke
   return out;
 }
 
+absl::StatusOr<SqliteStore::ReportedLease> SqliteStore::CheckReportLocked(const std::string& worker_id,
+                                                                          const std::string& job_id,
+                                                                          int64_t fencing_token) {
+  ReportedLease out;
+  int64_t token = 0, completed = 0;
+  std::string owner;
+  {
+    STMT(q,
+         "SELECT state, fencing_token, completed_token, attempt, worker_id, cancel_requested, cancel_reason, "
+         "sweep_id, gpus FROM jobs WHERE id = ?1");
+    q.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
+    out.state = static_cast<int>(q.Int(0));
+    token = q.Int(1);
+    completed = q.Int(2);
+    out.attempt = static_cast<int32_t>(q.Int(3));
+    owner = q.Text(4);
+    out.cancel = q.Int(5) != 0;
+    out.cancel_reason = q.Text(6);
+    out.sweep_id = q.Text(7);
+    out.gpus = static_cast<int32_t>(q.Int(8));
+  }
+  out.replay_after_completion = fencing_token != 0 && fencing_token == completed && fencing_token == token;
+  if (!out.replay_after_completion) {
+    if (fencing_token != token) return Stale(job_id, token, fencing_token, "the lease was replaced");
+    if (!IsActive(out.state)) return Stale(job_id, token, fencing_token, "the job is no longer leased");
+    if (owner != worker_id) return Stale(job_id, token, fencing_token, "leased to another worker");
+  }
+  return out;
+}
+
 absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worker_id, const std::string& job_id,
                                                         int64_t fencing_token, const std::vector<v1::Event>& events,
                                                         int64_t now_ms) {
@@ -581,30 +636,13 @@ absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worke
   AppendOutcome out;
   Tx tx(this);
   RETURN_IF_ERROR(tx.Begin());
-  int state = 0, attempt = 0;
-  int64_t token = 0, completed = 0;
-  std::string owner;
-  {
-    STMT(q,
-         "SELECT state, fencing_token, completed_token, attempt, worker_id, cancel_requested, cancel_reason, "
-         "sweep_id FROM jobs WHERE id = ?1");
-    q.Bind(1, job_id);
-    ASSIGN_OR_RETURN(bool row, q.Step());
-    if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
-    state = static_cast<int>(q.Int(0));
-    token = q.Int(1);
-    completed = q.Int(2);
-    attempt = static_cast<int>(q.Int(3));
-    owner = q.Text(4);
-    out.cancel = q.Int(5) != 0;
-    out.cancel_reason = q.Text(6);
-    out.sweep_id = q.Text(7);
-  }
-  const bool replay_after_completion = fencing_token != 0 && fencing_token == completed && fencing_token == token;
-  if (!replay_after_completion) {
-    if (fencing_token != token) return Stale(job_id, token, fencing_token, "the lease was replaced");
-    if (!IsActive(state)) return Stale(job_id, token, fencing_token, "the job is no longer leased");
-    if (owner != worker_id) return Stale(job_id, token, fencing_token, "leased to another worker");
+  ASSIGN_OR_RETURN(const ReportedLease lease, CheckReportLocked(worker_id, job_id, fencing_token));
+  const int state = lease.state;
+  const int attempt = lease.attempt;
+  out.cancel = lease.cancel;
+  out.cancel_reason = lease.cancel_reason;
+  out.sweep_id = lease.sweep_id;
+  if (!lease.replay_after_completion) {
     for (const auto& e : events) {
       if (e.seq() <= 0) return absl::InvalidArgumentError(absl::StrCat("event seq must be >= 1, got ", e.seq()));
       STMT(ins,
@@ -644,6 +682,161 @@ absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worke
     out.acked_seq = q.Int(0);
   }
   RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::StatusOr<LogAppendOutcome> SqliteStore::AppendLogs(const std::string& worker_id, const std::string& job_id,
+                                                         int64_t fencing_token,
+                                                         const std::vector<v1::LogChunk>& chunks, int64_t now_ms) {
+  (void)now_ms;
+  absl::MutexLock l(&mu_);
+  LogAppendOutcome out;
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  ASSIGN_OR_RETURN(const ReportedLease lease, CheckReportLocked(worker_id, job_id, fencing_token));
+  const int32_t ranks = std::max<int32_t>(1, lease.gpus);
+  for (const auto& c : chunks) {
+    if (c.rank() < 0 || c.rank() >= ranks || !log_streams::SentAsChunks(c.rank(), c.stream())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "log chunk of rank ", c.rank(), " stream \"", Truncated(c.stream()), "\": job ", Truncated(job_id), " has ",
+          ranks, " rank(s); chunks carry \"stderr\" of any rank or \"stdout\" of ranks > 0 (rank 0's is the events)"));
+    }
+    if (c.offset() < 0) return absl::InvalidArgumentError(absl::StrCat("log chunk offset must be >= 0, got ", c.offset()));
+    if (c.attempt() != 0 && c.attempt() != lease.attempt) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("log chunk of attempt ", c.attempt(), " in a report of attempt ", lease.attempt));
+    }
+  }
+  if (lease.replay_after_completion) {
+    RETURN_IF_ERROR(tx.Commit());
+    return out;
+  }
+  std::set<std::pair<int32_t, std::string>> touched;
+  for (const auto& c : chunks) {
+    int64_t end = 0, held = 0;
+    {
+      STMT(q, "SELECT end_offset, held_bytes FROM log_streams WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 "
+              "AND stream = ?4");
+      q.Bind(1, job_id).Bind(2, lease.attempt).Bind(3, c.rank()).Bind(4, c.stream());
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (row) {
+        end = q.Int(0);
+        held = q.Int(1);
+      }
+    }
+    // Bytes below `end` were received already (a replayed batch, or an overlap).
+    const int64_t chunk_end = c.offset() + static_cast<int64_t>(c.data().size());
+    if (chunk_end <= end) continue;
+    const int64_t from = std::max(c.offset(), end);
+    const std::string data = c.data().substr(static_cast<size_t>(from - c.offset()));
+    {
+      STMT(ins, "INSERT OR IGNORE INTO log_chunks(job_id, attempt, rank, stream, byte_offset, data) "
+                "VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+      ins.Bind(1, job_id).Bind(2, lease.attempt).Bind(3, c.rank()).Bind(4, c.stream()).Bind(5, from);
+      ins.BindBlob(6, data);
+      RETURN_IF_ERROR(ins.Run());
+    }
+    {
+      STMT(up, "INSERT INTO log_streams(job_id, attempt, rank, stream, end_offset, held_bytes) "
+               "VALUES(?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(job_id, attempt, rank, stream) DO UPDATE SET "
+               "end_offset = excluded.end_offset, held_bytes = excluded.held_bytes");
+      up.Bind(1, job_id).Bind(2, lease.attempt).Bind(3, c.rank()).Bind(4, c.stream()).Bind(5, chunk_end);
+      up.Bind(6, held + static_cast<int64_t>(data.size()));
+      RETURN_IF_ERROR(up.Run());
+    }
+    out.inserted_bytes += static_cast<int64_t>(data.size());
+    touched.insert({c.rank(), c.stream()});
+  }
+  for (const auto& [rank, stream] : touched) {
+    ASSIGN_OR_RETURN(int64_t dropped,
+                     CapLogStreamLocked(job_id, lease.attempt, rank, stream, options_.log_bytes_per_stream));
+    out.dropped_bytes += dropped;
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  return out;
+}
+
+absl::StatusOr<int64_t> SqliteStore::CapLogStreamLocked(const std::string& job_id, int32_t attempt, int32_t rank,
+                                                        const std::string& stream, int64_t cap) {
+  if (cap <= 0) return 0;
+  int64_t held = 0;
+  {
+    STMT(q, "SELECT held_bytes FROM log_streams WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4");
+    q.Bind(1, job_id).Bind(2, attempt).Bind(3, rank).Bind(4, stream);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) held = q.Int(0);
+  }
+  int64_t excess = held - cap;
+  int64_t dropped = 0;
+  while (excess > 0) {
+    int64_t offset = 0, len = 0;
+    {
+      STMT(q, "SELECT byte_offset, length(data) FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 "
+              "AND stream = ?4 ORDER BY byte_offset LIMIT 1");
+      q.Bind(1, job_id).Bind(2, attempt).Bind(3, rank).Bind(4, stream);
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;
+      offset = q.Int(0);
+      len = q.Int(1);
+    }
+    if (len <= excess) {
+      STMT(d, "DELETE FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4 AND "
+              "byte_offset = ?5");
+      RETURN_IF_ERROR(d.Bind(1, job_id).Bind(2, attempt).Bind(3, rank).Bind(4, stream).Bind(5, offset).Run());
+    } else {
+      // Keep the chunk's newest bytes: it now starts `excess` bytes later.
+      len = excess;
+      STMT(u, "UPDATE log_chunks SET byte_offset = byte_offset + ?6, data = substr(data, ?6 + 1) WHERE "
+              "job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4 AND byte_offset = ?5");
+      RETURN_IF_ERROR(
+          u.Bind(1, job_id).Bind(2, attempt).Bind(3, rank).Bind(4, stream).Bind(5, offset).Bind(6, excess).Run());
+    }
+    excess -= len;
+    dropped += len;
+  }
+  if (dropped > 0) {
+    STMT(u, "UPDATE log_streams SET held_bytes = held_bytes - ?5 WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 "
+            "AND stream = ?4");
+    RETURN_IF_ERROR(u.Bind(1, job_id).Bind(2, attempt).Bind(3, rank).Bind(4, stream).Bind(5, dropped).Run());
+  }
+  return dropped;
+}
+
+absl::StatusOr<LogRead> SqliteStore::ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
+                                              int64_t from_offset) {
+  absl::MutexLock l(&mu_);
+  LogRead out;
+  {
+    STMT(q, "SELECT attempt FROM jobs WHERE id = ?1");
+    q.Bind(1, job_id);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
+    out.attempt = static_cast<int32_t>(q.Int(0));
+  }
+  {
+    STMT(q, "SELECT end_offset, (SELECT MIN(byte_offset) FROM log_chunks c WHERE c.job_id = s.job_id AND "
+            "c.attempt = s.attempt AND c.rank = s.rank AND c.stream = s.stream) FROM log_streams s "
+            "WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4");
+    q.Bind(1, job_id).Bind(2, out.attempt).Bind(3, rank).Bind(4, stream);
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) return out;  // nothing received yet
+    out.end_offset = q.Int(0);
+    out.held_from = q.IsNull(1) ? out.end_offset : q.Int(1);
+  }
+  STMT(q, "SELECT byte_offset, data FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND "
+          "stream = ?4 AND byte_offset + length(data) > ?5 ORDER BY byte_offset");
+  q.Bind(1, job_id).Bind(2, out.attempt).Bind(3, rank).Bind(4, stream).Bind(5, from_offset);
+  for (;;) {
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (!row) break;
+    v1::LogChunk c;
+    c.set_attempt(out.attempt);
+    c.set_rank(rank);
+    c.set_stream(stream);
+    c.set_offset(q.Int(0));
+    c.set_data(q.Text(1));
+    out.chunks.push_back(std::move(c));
+  }
   return out;
 }
 

@@ -35,6 +35,8 @@ class SqliteStore final : public Store {
   struct Options {
     bool synchronous_normal = false;
     int busy_timeout_ms = 5000;
+    // Bytes kept of each rank's log stream (AppendLogs drops the oldest past it); <= 0: no cap.
+    int64_t log_bytes_per_stream = int64_t{1} << 20;
     // Called with each write transaction's duration in seconds (metrics).
     std::function<void(double)> on_transaction;
   };
@@ -65,6 +67,11 @@ class SqliteStore final : public Store {
   absl::StatusOr<AppendOutcome> AppendEvents(const std::string& worker_id, const std::string& job_id,
                                              int64_t fencing_token, const std::vector<v1::Event>& events,
                                              int64_t now_ms) override;
+  absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
+                                              int64_t fencing_token, const std::vector<v1::LogChunk>& chunks,
+                                              int64_t now_ms) override;
+  absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
+                                   int64_t from_offset) override;
   absl::StatusOr<CompleteOutcome> CompleteJob(const Completion& c, int64_t now_ms, int32_t drain_after,
                                               int64_t avoid_ms) override;
   absl::StatusOr<std::vector<ExpiredLease>> ExpireLeases(int64_t now_ms) override;
@@ -107,6 +114,25 @@ class SqliteStore final : public Store {
   absl::StatusOr<WorkerRecord> GetWorkerLocked(const std::string& worker_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<std::vector<v1::Job>> QueryJobs(const std::string& sql,
                                                  const std::function<void(sqlite3_stmt*)>& bind)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The job's lease as a report of (worker_id, fencing_token) finds it, for
+  // AppendEvents / AppendLogs. Stale (FailedPrecondition + code) unless the
+  // token is the job's current one, the job is leased or running, and leased to
+  // this worker — or the same lease has completed (`replay_after_completion`).
+  struct ReportedLease {
+    int state = 0;
+    int32_t attempt = 0;
+    int32_t gpus = 0;
+    bool replay_after_completion = false;
+    bool cancel = false;
+    std::string cancel_reason;
+    std::string sweep_id;
+  };
+  absl::StatusOr<ReportedLease> CheckReportLocked(const std::string& worker_id, const std::string& job_id,
+                                                  int64_t fencing_token) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the oldest bytes of one stream until at most `cap` are held; returns how many went.
+  absl::StatusOr<int64_t> CapLogStreamLocked(const std::string& job_id, int32_t attempt, int32_t rank,
+                                             const std::string& stream, int64_t cap)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CancelJobLocked(const std::string& job_id, const std::string& reason, v1::ExitReason exit_reason,
                                int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -69,10 +69,10 @@ class SqliteStoreTest : public ::testing::Test {
 };
 
 TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
-  EXPECT_EQ(store_->schema_version(), 4);
+  EXPECT_EQ(store_->schema_version(), 5);
   MakeSweep(2);
   Reopen();
-  EXPECT_EQ(store_->schema_version(), 4);
+  EXPECT_EQ(store_->schema_version(), 5);
   auto jobs = store_->ListJobs("", {}, 0);
   ASSERT_TRUE(jobs.ok());
   EXPECT_EQ(jobs->size(), 2u);
@@ -248,7 +248,7 @@ TEST_F(SqliteStoreTest, DrainByHandRecordsWhoWhenWhyKeepsRunningJobsAndSurvivesR
   ASSERT_TRUE(ws.ok());
   ASSERT_EQ(ws->size(), 1u);
   EXPECT_EQ(DrainRecord((*ws)[0].worker), "drained|swap the PSU|alice@ops (ipv4:10.0.0.1:5000)|2000");
-  EXPECT_EQ(store_->schema_version(), 4);
+  EXPECT_EQ(store_->schema_version(), 5);
 }
 
 TEST_F(SqliteStoreTest, UndrainClearsTheDrainAndTheStreakAndIsIdempotent) {
@@ -322,6 +322,128 @@ TEST_F(SqliteStoreTest, CancelQueuedImmediatelyAndRunningViaHeartbeat) {
   EXPECT_EQ(hb->lost_job_ids, std::vector<std::string>{"nope"});
   auto unknown = store_->Heartbeat("ghost", {}, 0, 1200, 1000);
   EXPECT_FALSE(unknown->known_worker);
+}
+
+v1::LogChunk Chunk(int rank, const std::string& stream, int64_t offset, const std::string& data) {
+  v1::LogChunk c;
+  c.set_rank(rank);
+  c.set_stream(stream);
+  c.set_offset(offset);
+  c.set_data(data);
+  return c;
+}
+
+// The held bytes of one stream, joined.
+std::string HeldText(const LogRead& r) {
+  std::string text;
+  for (const auto& c : r.chunks) text += c.data();
+  return text;
+}
+
+TEST_F(SqliteStoreTest, LogChunksReplayedOrOverlappingAreStoredOnceInOrder) {
+  auto jobs = MakeSweep(1, /*gpus=*/2);
+  Register("w1", 2);
+  auto l = store_->LeaseNext("w1", 2, 0, 2000, 100000);
+  ASSERT_TRUE(l.ok() && l->has_value());
+  const std::string id = jobs[0].id();
+  const std::vector<v1::LogChunk> batch1 = {Chunk(1, "stderr", 0, "r1 line 1\n"), Chunk(0, "stderr", 0, "r0\n"),
+                                            Chunk(1, "stderr", 10, "r1 line 2\n")};
+  auto a = store_->AppendLogs("w1", id, 1, batch1, 2100);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->inserted_bytes, 23);
+  // The spool replays the batch (the ack was lost), then sends the next one, which
+  // overlaps the last bytes it had sent.
+  a = store_->AppendLogs("w1", id, 1, batch1, 2200);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->inserted_bytes, 0);
+  a = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 15, "ne 2\nr1 line 3\n"), Chunk(1, "stdout", 0, "out\n")},
+                         2300);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->inserted_bytes, 14);  // "r1 line 3\n" and "out\n"
+
+  auto r = store_->ReadLogs(id, 1, "stderr", 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(HeldText(*r), "r1 line 1\nr1 line 2\nr1 line 3\n");
+  EXPECT_EQ(r->end_offset, 30);
+  EXPECT_EQ(r->held_from, 0);
+  EXPECT_EQ(r->attempt, 1);
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 0, "stderr", 0)), "r0\n");
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 1, "stdout", 0)), "out\n");
+  // From an offset: the chunks that end after it.
+  r = store_->ReadLogs(id, 1, "stderr", 20);
+  ASSERT_EQ(r->chunks.size(), 1u);
+  EXPECT_EQ(r->chunks[0].offset(), 20);
+  // A rank with no output yet: nothing, not an error.
+  r = store_->ReadLogs(id, 0, "stdout", 0);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->chunks.empty());
+  EXPECT_EQ(r->end_offset, 0);
+  EXPECT_EQ(store_->ReadLogs("s404-j0", 0, "stderr", 0).status().code(), absl::StatusCode::kNotFound);
+
+  // Survives a restart; a replay after the completion stores nothing new.
+  Completion c{"w1", id, 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, "rank 1 exited", {}, false};
+  ASSERT_TRUE(store_->CompleteJob(c, 2400, 3, 0).ok());
+  Reopen();
+  a = store_->AppendLogs("w1", id, 1, batch1, 2500);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->inserted_bytes, 0);
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 1, "stderr", 0)), "r1 line 1\nr1 line 2\nr1 line 3\n");
+}
+
+TEST_F(SqliteStoreTest, LogChunksOfAnotherLeaseOrOfNoSuchStreamAreRefused) {
+  auto jobs = MakeSweep(1, /*gpus=*/2);
+  Register("w1", 2);
+  ASSERT_TRUE(store_->LeaseNext("w1", 2, 0, 2000, 100000).ok());
+  const std::string id = jobs[0].id();
+  auto stale = store_->AppendLogs("w1", id, 7, {Chunk(1, "stderr", 0, "x")}, 2100);
+  EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ErrorCodeOf(stale.status()), kStaleFencingToken);
+  EXPECT_EQ(store_->AppendLogs("w2", id, 1, {Chunk(1, "stderr", 0, "x")}, 2100).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  struct Bad {
+    v1::LogChunk chunk;
+    std::string names;
+  };
+  v1::LogChunk other_attempt = Chunk(1, "stderr", 0, "x");
+  other_attempt.set_attempt(2);
+  for (const Bad& b : {Bad{Chunk(2, "stderr", 0, "x"), "rank 2"}, Bad{Chunk(-1, "stderr", 0, "x"), "rank -1"},
+                       Bad{Chunk(1, "stdin", 0, "x"), "stdin"}, Bad{Chunk(0, "stdout", 0, "x"), "rank 0"},
+                       Bad{Chunk(1, "stderr", -5, "x"), "-5"}, Bad{other_attempt, "attempt 2"}}) {
+    auto r = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 0, "good"), b.chunk}, 2100);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.names;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), b.names)) << r.status();
+  }
+  // Nothing of a refused batch was stored.
+  EXPECT_TRUE(store_->ReadLogs(id, 1, "stderr", 0)->chunks.empty());
+}
+
+TEST_F(SqliteStoreTest, EachStreamKeepsItsNewestBytesUpToTheCap) {
+  store_.reset();
+  SqliteStore::Options o;
+  o.log_bytes_per_stream = 25;
+  auto opened = SqliteStore::Open((dir_ / "caddie.db").string(), o);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  store_ = std::move(*opened);
+  auto jobs = MakeSweep(1, /*gpus=*/0);
+  Register("w1", 0);
+  ASSERT_TRUE(store_->LeaseNext("w1", 0, 1, 2000, 100000).ok());
+  const std::string id = jobs[0].id();
+  std::string all;
+  int64_t offset = 0, dropped = 0;
+  for (int i = 1; i <= 6; ++i) {
+    const std::string line = "line " + std::to_string(i) + "\n";  // 7 bytes
+    auto a = store_->AppendLogs("w1", id, 1, {Chunk(0, "stderr", offset, line)}, 2000 + i);
+    ASSERT_TRUE(a.ok()) << a.status();
+    dropped += a->dropped_bytes;
+    offset += static_cast<int64_t>(line.size());
+    all += line;
+  }
+  EXPECT_EQ(dropped, 42 - 25);
+  auto r = store_->ReadLogs(id, 0, "stderr", 0);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(HeldText(*r), all.substr(42 - 25));  // the newest 25 bytes, cut inside "line 3"
+  EXPECT_EQ(r->held_from, 17);
+  EXPECT_EQ(r->end_offset, 42);
 }
 
 TEST_F(SqliteStoreTest, BadPathIsInvalidArgument) {

@@ -81,6 +81,19 @@ struct AppendOutcome {
   int64_t inserted = 0;            // events actually stored (replays are ignored)
 };
 
+struct LogAppendOutcome {
+  int64_t inserted_bytes = 0;      // bytes stored (replayed or overlapping bytes are not)
+  int64_t dropped_bytes = 0;       // oldest bytes dropped to keep each stream within its cap
+};
+
+// What the store holds of one stream of one rank's log (current attempt).
+struct LogRead {
+  int32_t attempt = 0;
+  std::vector<v1::LogChunk> chunks;  // those ending after the asked offset, in offset order
+  int64_t held_from = 0;           // first offset held (= end_offset when none is)
+  int64_t end_offset = 0;          // one past the last byte received (0: none yet)
+};
+
 // Completion request as the store sees it.
 struct Completion {
   std::string worker_id;
@@ -155,6 +168,22 @@ class Store {
   virtual absl::StatusOr<AppendOutcome> AppendEvents(const std::string& worker_id, const std::string& job_id,
                                                       int64_t fencing_token, const std::vector<v1::Event>& events,
                                                       int64_t now_ms) = 0;
+  // Stores log chunks of one lease, in one transaction, with the fencing checks
+  // of AppendEvents (a replay after the lease completed is OK and stores
+  // nothing). Idempotent on (job, attempt, rank, stream, offset): bytes at
+  // offsets already received are ignored, so a replayed or overlapping chunk
+  // adds nothing. Each stream keeps at most the implementation's cap of bytes,
+  // dropping its oldest. InvalidArgument (naming the value) for a stream other
+  // than stdout/stderr, rank 0's stdout (the events), a rank outside the job's
+  // ranks, a negative offset or an attempt (non-zero) other than the lease's.
+  virtual absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
+                                                      int64_t fencing_token, const std::vector<v1::LogChunk>& chunks,
+                                                      int64_t now_ms) = 0;
+  // The held bytes of `stream` of `rank` in the job's current attempt that end
+  // after `from_offset`. Nothing received yet: no chunks, offsets 0. NotFound
+  // for an unknown job.
+  virtual absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
+                                           int64_t from_offset) = 0;
   // Ends a lease. Infra failures with attempts left requeue (avoiding this worker
   // for avoid_ms); budget outcomes never do. Counts the worker's infra failure
   // streak; drains it at drain_after (0 = never).

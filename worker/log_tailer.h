@@ -17,11 +17,9 @@
 #include <vector>
 
 #include "caddie/v1/types.pb.h"
+#include "common/log_streams.h"
 
 namespace caddie::worker {
-
-inline constexpr char kStdoutStream[] = "stdout";
-inline constexpr char kStderrStream[] = "stderr";
 
 struct LogTailerOptions {
   size_t chunk_bytes = size_t{64} << 10;   // largest LogChunk.data

@@ -39,8 +39,8 @@ class LogTailerTest : public ::testing::Test {
 
 TEST_F(LogTailerTest, EachPollHandsOutWhatTheFilesGainedSinceTheLastWithTheirOffsets) {
   LogTailer t({}, /*attempt=*/2);
-  t.Add(0, kStderrStream, Path("rank0.stderr.log"));
-  t.Add(1, kStdoutStream, Path("rank1.stdout.log"));
+  t.Add(0, log_streams::kStderr, Path("rank0.stderr.log"));
+  t.Add(1, log_streams::kStdout, Path("rank1.stdout.log"));
   EXPECT_TRUE(t.Poll().empty());  // neither file exists yet
 
   Append(Path("rank0.stderr.log"), "first line\nsecond ");
@@ -71,7 +71,7 @@ TEST_F(LogTailerTest, NewBytesAreCutIntoChunksOfAtMostChunkBytes) {
   LogTailerOptions o;
   o.chunk_bytes = 4;
   LogTailer t(o, 1);
-  t.Add(0, kStderrStream, Path("e.log"));
+  t.Add(0, log_streams::kStderr, Path("e.log"));
   Append(Path("e.log"), "abcdefghij");
   const auto chunks = t.Poll();
   ASSERT_EQ(chunks.size(), 3u);
@@ -84,7 +84,7 @@ TEST_F(LogTailerTest, AFileGrowingFasterThanTheRateSkipsItsOldestNewBytes) {
   o.poll_bytes = 5;
   o.final_bytes = 8;
   LogTailer t(o, 1);
-  t.Add(3, kStderrStream, Path("e.log"));
+  t.Add(3, log_streams::kStderr, Path("e.log"));
   Append(Path("e.log"), "0123456789AB");
   auto chunks = t.Poll();
   EXPECT_EQ(Joined(chunks, 7), "789AB");  // the newest 5 bytes; 0..6 skipped
