@@ -165,6 +165,26 @@ TEST(SweepFileTest, VariantsAreCheckedKeyByKeyAndExpandUnderTheGrid) {
   EXPECT_THAT(IssueFor(c, "variants[1].qat_bits").message, HasSubstr("is also an axis"));
   EXPECT_EQ(IssueFor(c, "variants[1].qat_bits").pos.line, 4);
   EXPECT_THAT(IssueFor(c, "variants[2].mixer_pattern").message, HasSubstr("num_layers = 4"));
+
+  // A pattern that does not fit the variant's shared blocks, a rope_fraction that rotates no
+  // pair with the base's heads (head_dim 64 / 4 = 16) and a falling seq_len_schedule: each
+  // reported at the variant that sets it, naming the keys.
+  const char* misfit =
+      "base: {data: d, num_layers: 4, model_dim: 64, num_heads: 4, num_kv_heads: 2, seq_len: 64}\n"
+      "variants:\n"
+      "  - {}\n"
+      "  - {unique_blocks: 2, mixer_pattern: AASS}\n"
+      "  - {rope_fraction: 0.05}\n"
+      "  - {seq_len_schedule: \"64:0.5,32\"}\n";
+  SweepCheck m = CheckSweepText(misfit, "m.yaml");
+  ASSERT_EQ(m.errors.size(), 3u) << FormatIssues(m, false);
+  EXPECT_THAT(IssueFor(m, "variants[1].mixer_pattern").message,
+              HasSubstr("mixer_pattern \"AASS\" does not fit unique_blocks = 2: layer 2 is 'S' but runs block 0"));
+  EXPECT_THAT(IssueFor(m, "variants[1].mixer_pattern").message, HasSubstr("in job 1"));
+  EXPECT_THAT(IssueFor(m, "variants[2].rope_fraction").message,
+              HasSubstr("rope_fraction = 0.05 rotates 0 of the head_dim = 16 dims"));
+  EXPECT_THAT(IssueFor(m, "variants[3].seq_len_schedule").message,
+              HasSubstr("stage 2 \"32\" is shorter than stage 1 \"64:0.5\""));
 }
 
 TEST(SweepFileTest, InvalidUtf8IsAnErrorWithItsPositionNotACrash) {

@@ -143,26 +143,6 @@ char BlockMixer(const TrainSpec& s, int64_t block) {
   return s.mixer == "ssm" ? 'S' : 'A';
 }
 
-LiteStatus ValidateArchitecture(const TrainSpec& s) {
-  if (s.mixer_pattern.empty()) return LiteStatus::Ok();
-  // ValidateTrainSpec has checked a parsed spec; one built in code must not index past the end.
-  if (static_cast<int64_t>(s.mixer_pattern.size()) != s.num_layers) {
-    return LiteStatus::Error("mixer_pattern needs one letter per layer: \"" + s.mixer_pattern +
-                             "\" for num_layers = " + std::to_string(s.num_layers));
-  }
-  for (int64_t i = s.unique_blocks; s.unique_blocks > 0 && i < s.num_layers; ++i) {
-    const int64_t b = i % s.unique_blocks;
-    if (s.mixer_pattern[i] != s.mixer_pattern[b]) {
-      return LiteStatus::Error(
-          "mixer_pattern \"" + s.mixer_pattern + "\" does not fit unique_blocks = " +
-          std::to_string(s.unique_blocks) + ": layer " + std::to_string(i) + " is '" +
-          std::string(1, s.mixer_pattern[i]) + "' but runs block " + std::to_string(b) + ", which is '" +
-          std::string(1, s.mixer_pattern[b]) + "' (letter i must equal letter i % unique_blocks)");
-    }
-  }
-  return LiteStatus::Ok();
-}
-
 torch::Tensor AlibiBias(int64_t heads, int64_t t) {
   // Press et al.'s get_slopes: a geometric sequence starting at 2^(-8/P) for P a power of two.
   std::function<std::vector<double>(int64_t)> slopes_of = [&](int64_t n) {
@@ -269,13 +249,14 @@ BlockImpl::BlockImpl(int64_t dim, int64_t mlp_mult, const TrainSpec& s) {
 }
 
 GptImpl::GptImpl(const TrainSpec& s) : spec(s) {
-  if (LiteStatus st = ValidateArchitecture(s); !st.ok()) throw std::invalid_argument(st.message());
-  const int64_t c = s.model_dim, e = EmbedDim(s), hd = c / s.num_heads;
+  // ValidateTrainSpec has checked a parsed spec; one built in code must not index past mixer_pattern.
+  if (LiteStatus st = ValidateLayerLayout(s); !st.ok()) throw std::invalid_argument(st.message());
+  const int64_t c = s.model_dim, e = EmbedDim(s);
   schedule = LayerSchedule(s);
   const int64_t depth = static_cast<int64_t>(schedule.size());
   num_encoder_layers = depth / 2;
   num_decoder_layers = depth - num_encoder_layers;
-  rope_dims = s.pos_scheme == "rope" ? 2 * static_cast<int64_t>(std::llround(s.rope_fraction * hd / 2)) : 0;
+  rope_dims = RopeDims(s);
   tok_emb = register_module("tok_emb", torch::nn::Embedding(s.vocab_size, e));
   if (e < c) {
     embed_proj = register_module("embed_proj", MakeLinear(e, c, false));

@@ -86,6 +86,8 @@ struct BlockImpl : torch::nn::Module {
 TORCH_MODULE(Block);
 
 struct GptImpl : torch::nn::Module {
+  // Throws std::invalid_argument with ValidateLayerLayout's message when the layer layout
+  // cannot be built (other checks are ValidateTrainSpec's, run on every parsed spec).
   explicit GptImpl(const TrainSpec& spec);
 
   // Mean cross-entropy (nats) of predicting y from x. x, y: (B,T) int64.
@@ -154,12 +156,6 @@ std::vector<int64_t> LayerSchedule(const TrainSpec& spec);
 
 // The mixer letter ('A' attention, 'S' ssm) of stored block b: mixer_pattern[b], else `mixer`.
 char BlockMixer(const TrainSpec& spec, int64_t block);
-
-// Checks what ValidateTrainSpec does not and the model needs: with unique_blocks u > 0 layer
-// i runs block i % u, so mixer_pattern must give layer i the letter of layer i % u (else the
-// stored blocks could not have the pattern's mixers). The error names the keys and the layer.
-// GptImpl's constructor throws std::invalid_argument with this message.
-LiteStatus ValidateArchitecture(const TrainSpec& spec);
 
 // The ALiBi attention bias (1,H,T,T), float32: -slope_h * (i - j) for j <= i, -inf above the
 // diagonal, with the geometric slopes of Press et al.: 2^(-8(h+1)/H) for H a power of two;

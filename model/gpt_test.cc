@@ -484,7 +484,6 @@ TEST(MixerPatternTest, ConsistentPatternsBuildTheirMixerPerAppliedLayer) {
     TrainSpec s = Tiny();
     c.apply(s);
     ASSERT_TRUE(ValidateTrainSpec(s).ok()) << c.name << ": " << ValidateTrainSpec(s).message();
-    ASSERT_TRUE(ValidateArchitecture(s).ok()) << c.name << ": " << ValidateArchitecture(s).message();
     torch::manual_seed(31);
     Gpt m(s);
     EXPECT_EQ(AppliedMixers(m), c.applied) << c.name;
@@ -501,25 +500,34 @@ TEST(MixerPatternTest, ConsistentPatternsBuildTheirMixerPerAppliedLayer) {
 
 TEST(MixerPatternTest, InconsistentCombinationsAreClearErrors) {
   // With unique_blocks 2, layer 2 runs block 0 (A): a pattern saying S there cannot be built.
+  // The spec check refuses it (caddie-train exits 2, `caddie sweep validate` reports it), and
+  // the model's constructor, for specs built in code, throws the same message.
   TrainSpec s = Tiny();
   s.num_layers = 4, s.unique_blocks = 2, s.mixer_pattern = "AASS";
-  ASSERT_TRUE(ValidateTrainSpec(s).ok()) << "ValidateTrainSpec now checks this; keep one check";
-  const LiteStatus st = ValidateArchitecture(s);
+  const LiteStatus st = ValidateTrainSpec(s);
   ASSERT_FALSE(st.ok());
   EXPECT_EQ(st.message(),
             "mixer_pattern \"AASS\" does not fit unique_blocks = 2: layer 2 is 'S' but runs block 0, "
             "which is 'A' (letter i must equal letter i % unique_blocks)");
+  EXPECT_EQ(ValidateLayerLayout(s).message(), st.message());
   try {
     Gpt m(s);
     ADD_FAILURE() << "an inconsistent mixer_pattern built a model";
   } catch (const std::invalid_argument& e) {
     EXPECT_EQ(std::string(e.what()), st.message());
   }
+  // The parser too, on the JSON a job carries.
+  auto parsed = ParseTrainSpecText(R"({"num_layers": 4, "unique_blocks": 2, "mixer_pattern": "AASS"})");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().message(), st.message());
   // Layers 3 and 4 fit blocks 0 and 1; layer 5 (S) runs block 2 (A), also with loops.
   s.num_layers = 6, s.unique_blocks = 3, s.loops = 2, s.mixer_pattern = "ASAASS";
-  ASSERT_FALSE(ValidateArchitecture(s).ok());
-  EXPECT_NE(ValidateArchitecture(s).message().find("layer 5 is 'S' but runs block 2, which is 'A'"), std::string::npos)
-      << ValidateArchitecture(s).message();
+  ASSERT_FALSE(ValidateTrainSpec(s).ok());
+  EXPECT_NE(ValidateTrainSpec(s).message().find("layer 5 is 'S' but runs block 2, which is 'A'"), std::string::npos)
+      << ValidateTrainSpec(s).message();
+  // The same pattern on blocks it fits is fine: the check compares letters, not positions.
+  s.mixer_pattern = "ASSASS";
+  EXPECT_TRUE(ValidateTrainSpec(s).ok()) << ValidateTrainSpec(s).message();
 
   // A pattern whose length is the number of unique blocks (or anything but num_layers) is
   // refused by the parser, naming the key and num_layers.
@@ -531,11 +539,15 @@ TEST(MixerPatternTest, InconsistentCombinationsAreClearErrors) {
     EXPECT_NE(parsed.status().message().find("mixer_pattern"), std::string::npos) << parsed.status().message();
     EXPECT_NE(parsed.status().message().find("num_layers = "), std::string::npos) << parsed.status().message();
   }
-  // A spec built in code with a short pattern is refused by the model, not read past its end.
+  // A spec built in code with a short pattern, or more unique blocks than layers, is refused
+  // by the model, not read past the pattern's end.
   s = Tiny();
   s.mixer_pattern = "AS";
   EXPECT_THROW(Gpt m(s), std::invalid_argument);
-  EXPECT_EQ(ValidateArchitecture(s).message(), "mixer_pattern needs one letter per layer: \"AS\" for num_layers = 3");
+  EXPECT_EQ(ValidateLayerLayout(s).message(), "mixer_pattern \"AS\" has 2 letters; num_layers = 3");
+  s.mixer_pattern = "ASA", s.unique_blocks = 4;
+  EXPECT_THROW(Gpt m(s), std::invalid_argument);
+  EXPECT_EQ(ValidateLayerLayout(s).message(), "unique_blocks = 4 must be <= num_layers = 3");
   // The parser's own checks on the letters and unique_blocks stay.
   auto bad = ParseTrainSpecText(R"({"num_layers": 2, "mixer_pattern": "Aa"})");
   ASSERT_FALSE(bad.ok());
@@ -584,6 +596,42 @@ TEST(PositionTest, RopeFractionZeroIsExactlyNoPositions) {
   EXPECT_TRUE(torch::equal(la, b->Logits(x)));
   // The same weights with RoPE on give other logits: the comparison can tell.
   EXPECT_GT((la - c->Logits(x)).abs().max().item<double>(), 1e-3);
+}
+
+TEST(PositionTest, RopeFractionRotatesWholePairsAndNeverRoundsToNoneOrAll) {
+  // Tiny: head_dim 32 / 4 = 8, four pairs. The model rotates RopeDims(spec), the dims the spec
+  // check counted; a fraction in (0, 1) that would round to 0 or 8 dims is refused, naming the
+  // dims, head_dim and the fraction to use.
+  const std::vector<std::pair<double, int64_t>> fits = {{0.0, 0}, {0.125, 2}, {0.25, 2}, {0.5, 4}, {0.75, 6}, {0.8, 6}, {1.0, 8}};
+  for (const auto& [frac, dims] : fits) {
+    TrainSpec s = Tiny();
+    s.rope_fraction = frac;
+    ASSERT_TRUE(ValidateTrainSpec(s).ok()) << frac << ": " << ValidateTrainSpec(s).message();
+    EXPECT_EQ(RopeDims(s), dims) << frac;
+    torch::manual_seed(40);
+    EXPECT_EQ(Gpt(s)->rope_dims, dims) << frac;
+  }
+  TrainSpec s = Tiny();
+  s.rope_fraction = 0.1;  // 0.8 dims: 0 pairs
+  EXPECT_EQ(ValidateTrainSpec(s).message(),
+            "rope_fraction = 0.1 rotates 0 of the head_dim = 8 dims (model_dim / num_heads; rounded to whole "
+            "pairs): use rope_fraction >= 0.25 (2 / head_dim, one pair) or 0 for no rotation");
+  s.rope_fraction = 0.9;  // 7.2 dims: 4 pairs, all of them
+  EXPECT_EQ(ValidateTrainSpec(s).message(),
+            "rope_fraction = 0.9 rotates 8 of the head_dim = 8 dims (model_dim / num_heads; rounded to whole "
+            "pairs): use rope_fraction <= 0.75 ((head_dim - 2) / head_dim) or 1 to rotate all");
+  // The baseline's head_dim 64: 0.01 rotates nothing, 0.03125 one pair.
+  TrainSpec base;
+  base.rope_fraction = 0.01;
+  EXPECT_NE(ValidateTrainSpec(base).message().find("rotates 0 of the head_dim = 64 dims"), std::string::npos)
+      << ValidateTrainSpec(base).message();
+  base.rope_fraction = 0.03125;
+  EXPECT_TRUE(ValidateTrainSpec(base).ok());
+  EXPECT_EQ(RopeDims(base), 2);
+  // Without RoPE the fraction rotates nothing by design: no error.
+  s.pos_scheme = "alibi";
+  EXPECT_TRUE(ValidateTrainSpec(s).ok()) << ValidateTrainSpec(s).message();
+  EXPECT_EQ(RopeDims(s), 0);
 }
 
 TEST(PositionTest, AlibiBiasIsMinusSlopeTimesDistanceWithGeometricSlopes) {

@@ -625,7 +625,7 @@ TEST(TrainRunTest, SeqLenScheduleRunsShortSequencesFirstThenTheFinalStage) {
       {"staged", "16:0.25,32:0.5,64"},
       {"all16", "16"},                       // the first stage only
       {"to32", "16:0.25,32"},                // the first two, the second to the end
-      {"back16", "16:0.25,32:0.5,64:0.75,16"},  // the three, then 16 again from 0.75
+      {"late64", "16:0.25,32:0.75,64"},      // 32 until 0.75, then 64
       {"plain", ""},                         // seq_len 64 throughout
   };
   std::map<std::string, std::vector<double>> losses;
@@ -648,8 +648,9 @@ TEST(TrainRunTest, SeqLenScheduleRunsShortSequencesFirstThenTheFinalStage) {
   EXPECT_EQ(FirstDifference(staged, losses["all16"]), 3u);
   // Steps 3-5 at 32 (as 16 then 32 to the end), then not 32.
   EXPECT_EQ(FirstDifference(staged, losses["to32"]), 6u);
-  // Steps 6-8 at the final stage, and still not 16 at step 9 where a fourth stage would start.
-  EXPECT_EQ(FirstDifference(staged, losses["back16"]), 9u);
+  // A last stage runs to the end (to32 stays at 32 from step 6 on), and a stage ending at 0.75
+  // ends at step 9.
+  EXPECT_EQ(FirstDifference(losses["to32"], losses["late64"]), 9u);
   // The oracle tells lengths apart at once: 16 vs 64 from step 0 shows at step 1.
   EXPECT_EQ(FirstDifference(staged, losses["plain"]), 1u);
 }
@@ -662,13 +663,16 @@ TEST(SeqLenScheduleTest, BadSchedulesAreRejectedNamingTheKey) {
       {"16:1.5,64", "stage \"16:1.5\" needs LEN >= 2 and FRAC increasing within (0, 1]"},
       {"1:0.5,64", "stage \"1:0.5\" needs LEN >= 2"},
       {"24:0.5,64", "seq_len_schedule length 24 must divide seq_len = 64"},
-      {"128:0.5,64", "seq_len_schedule length 128 must divide seq_len = 64"},
+      {"128", "seq_len_schedule length 128 must divide seq_len = 64"},
       {"16:0.5,128", "seq_len_schedule length 128 must divide seq_len = 64"},
       {"abc", "bad stage \"abc\" (expected LEN:FRAC"},
       {"16:x,64", "bad stage \"16:x\""},
       {"16:0.5x,64", "bad stage \"16:0.5x\""},
       {"16;0.5,64", "bad stage \"16;0.5\""},
       {"16:0.5,,64", "bad stage \"\""},
+      // A warm-up: lengths never fall; the error names the stage and the one before it.
+      {"64:0.5,32", "stage 2 \"32\" is shorter than stage 1 \"64:0.5\" (a warm-up: LEN must not fall)"},
+      {"16:0.25,32:0.5,64:0.75,16", "stage 4 \"16\" is shorter than stage 3 \"64:0.75\""},
   };
   for (const auto& [schedule, message] : bad) {
     auto r = caddie::ParseTrainSpec(json{{"seq_len", 64}, {"seq_len_schedule", schedule}});
@@ -687,6 +691,8 @@ TEST(SeqLenScheduleTest, BadSchedulesAreRejectedNamingTheKey) {
   EXPECT_EQ((*ok)[2].seq_len, 64);
   EXPECT_EQ((*ok)[2].until_frac, 1.0);
   EXPECT_TRUE(caddie::ParseTrainSpec(json{{"seq_len", 64}, {"seq_len_schedule", "16:0.25,32:0.5,64"}}).ok());
+  // A length may stay (a stage boundary that changes nothing), only not fall.
+  EXPECT_TRUE(caddie::ParseTrainSpec(json{{"seq_len", 64}, {"seq_len_schedule", "32:0.25,32:0.5,64"}}).ok());
 }
 
 struct BadCase {
@@ -709,6 +715,15 @@ TEST(TrainRunTest, BadSpecsExitTwoWithAClearMessage) {
       {"loops", {{"loops", 0}}, "spec key \"loops\" = 0 is out of range [1, 64]"},
       {"embed_dim", {{"embed_dim", 128}}, "embed_dim = 128 must be <= model_dim = 64"},
       {"seq_len_schedule", {{"seq_len_schedule", "48:0.5,64"}}, "seq_len_schedule length 48 must divide seq_len = 64"},
+      {"seq_len_falls", {{"seq_len_schedule", "64:0.5,32"}},
+       "spec key \"seq_len_schedule\": stage 2 \"32\" is shorter than stage 1 \"64:0.5\""},
+      // Before, the model's constructor found this one: exit 1, and no sweep validation.
+      {"mixer_blocks", {{"num_layers", 4}, {"unique_blocks", 2}, {"mixer_pattern", "AASS"}},
+       "mixer_pattern \"AASS\" does not fit unique_blocks = 2: layer 2 is 'S' but runs block 0"},
+      // head_dim 64 / 4 = 16: 0.05 x 16 = 0.8 dims, rounded to 0 pairs.
+      {"rope_zero_dims", {{"rope_fraction", 0.05}},
+       "rope_fraction = 0.05 rotates 0 of the head_dim = 16 dims (model_dim / num_heads; rounded to whole "
+       "pairs): use rope_fraction >= 0.125 (2 / head_dim, one pair) or 0 for no rotation"},
   };
   for (const auto& c : cases) {
     json spec = TinySpec();

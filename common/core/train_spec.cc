@@ -220,7 +220,7 @@ LiteStatusOr<std::vector<SeqLenStage>> ParseSeqLenSchedule(const std::string& te
   std::vector<SeqLenStage> stages;
   if (text.empty()) return stages;
   std::stringstream ss(text);
-  std::string item;
+  std::string item, last_item;
   double last_frac = 0;
   while (std::getline(ss, item, ',')) {
     const size_t colon = item.find(':');
@@ -242,7 +242,15 @@ LiteStatusOr<std::vector<SeqLenStage>> ParseSeqLenSchedule(const std::string& te
       return LiteStatus::Error("spec key \"seq_len_schedule\": stage \"" + item +
                                "\" needs LEN >= 2 and FRAC increasing within (0, 1]");
     }
+    // A sequence-length warm-up (short sequences first): going back to shorter ones is
+    // almost surely a typo, and would train the late, low-lr steps on short contexts.
+    if (!stages.empty() && st.seq_len < stages.back().seq_len) {
+      return LiteStatus::Error("spec key \"seq_len_schedule\": stage " + std::to_string(stages.size() + 1) +
+                               " \"" + item + "\" is shorter than stage " + std::to_string(stages.size()) +
+                               " \"" + last_item + "\" (a warm-up: LEN must not fall)");
+    }
     last_frac = st.until_frac;
+    last_item = item;
     stages.push_back(st);
   }
   if (stages.empty()) return LiteStatus::Error("spec key \"seq_len_schedule\" has no stages");
@@ -265,6 +273,74 @@ LiteStatusOr<std::pair<int64_t, int64_t>> ParseRecurLayers(const std::string& te
                              "\" must be \"A-B\" with 0 <= A <= B (layer indices)");
   }
 }
+
+LiteStatus ValidateLayerLayout(const TrainSpec& s) {
+  const std::string n = std::to_string(s.num_layers);
+  if (s.unique_blocks > s.num_layers) {
+    return LiteStatus::Error("unique_blocks = " + std::to_string(s.unique_blocks) +
+                             " must be <= num_layers = " + n);
+  }
+  if (s.mixer_pattern.empty()) return LiteStatus::Ok();
+  const std::string quoted = "mixer_pattern \"" + s.mixer_pattern + "\"";
+  if (static_cast<int64_t>(s.mixer_pattern.size()) != s.num_layers) {
+    return LiteStatus::Error(quoted + " has " + std::to_string(s.mixer_pattern.size()) +
+                             " letters; num_layers = " + n);
+  }
+  for (char c : s.mixer_pattern) {
+    if (c != 'A' && c != 'S') {
+      return LiteStatus::Error(quoted + " has unknown mixer letter '" + std::string(1, c) +
+                               "' (A = attention, S = ssm)");
+    }
+  }
+  // Layer i runs block i % u, built with the mixer of letter i % u.
+  for (int64_t i = s.unique_blocks; s.unique_blocks > 0 && i < s.num_layers; ++i) {
+    const int64_t b = i % s.unique_blocks;
+    if (s.mixer_pattern[i] != s.mixer_pattern[b]) {
+      return LiteStatus::Error(
+          quoted + " does not fit unique_blocks = " + std::to_string(s.unique_blocks) + ": layer " +
+          std::to_string(i) + " is '" + std::string(1, s.mixer_pattern[i]) + "' but runs block " +
+          std::to_string(b) + ", which is '" + std::string(1, s.mixer_pattern[b]) +
+          "' (letter i must equal letter i % unique_blocks)");
+    }
+  }
+  return LiteStatus::Ok();
+}
+
+int64_t RopeDims(const TrainSpec& s) {
+  if (s.pos_scheme != "rope") return 0;
+  const int64_t hd = s.model_dim / s.num_heads;
+  return 2 * static_cast<int64_t>(std::llround(s.rope_fraction * static_cast<double>(hd) / 2));
+}
+
+namespace {
+
+std::string FormatDouble(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+// A rope_fraction strictly inside (0, 1) must rotate some dims and not all: rounding to whole
+// pairs must not silently turn it into no RoPE or full RoPE.
+LiteStatus CheckRopeDims(const TrainSpec& s) {
+  if (s.pos_scheme != "rope" || s.rope_fraction <= 0 || s.rope_fraction >= 1) return LiteStatus::Ok();
+  const int64_t hd = s.model_dim / s.num_heads, dims = RopeDims(s);
+  const std::string what = "rope_fraction = " + FormatDouble(s.rope_fraction) + " rotates " +
+                           std::to_string(dims) + " of the head_dim = " + std::to_string(hd) +
+                           " dims (model_dim / num_heads; rounded to whole pairs)";
+  if (dims == 0) {
+    return LiteStatus::Error(what + ": use rope_fraction >= " + FormatDouble(2.0 / static_cast<double>(hd)) +
+                             " (2 / head_dim, one pair) or 0 for no rotation");
+  }
+  if (dims == hd) {
+    return LiteStatus::Error(what + ": use rope_fraction <= " +
+                             FormatDouble(static_cast<double>(hd - 2) / static_cast<double>(hd)) +
+                             " ((head_dim - 2) / head_dim) or 1 to rotate all");
+  }
+  return LiteStatus::Ok();
+}
+
+}  // namespace
 
 LiteStatus ValidateTrainSpec(const TrainSpec& s) {
   // Re-check ranges so a spec built in code gets the same verdict as one parsed.
@@ -297,21 +373,8 @@ LiteStatus ValidateTrainSpec(const TrainSpec& s) {
     return err("embed_dim = " + std::to_string(s.embed_dim) + " must be <= model_dim = " +
                std::to_string(s.model_dim));
   }
-  if (s.unique_blocks > s.num_layers) {
-    return err("unique_blocks = " + std::to_string(s.unique_blocks) + " must be <= num_layers = " + n);
-  }
-  if (!s.mixer_pattern.empty()) {
-    if (static_cast<int64_t>(s.mixer_pattern.size()) != s.num_layers) {
-      return err("mixer_pattern \"" + s.mixer_pattern + "\" has " +
-                 std::to_string(s.mixer_pattern.size()) + " letters; num_layers = " + n);
-    }
-    for (char c : s.mixer_pattern) {
-      if (c != 'A' && c != 'S') {
-        return err("mixer_pattern \"" + s.mixer_pattern + "\" has unknown mixer letter '" +
-                   std::string(1, c) + "' (A = attention, S = ssm)");
-      }
-    }
-  }
+  if (LiteStatus st = ValidateLayerLayout(s); !st.ok()) return st;
+  if (LiteStatus st = CheckRopeDims(s); !st.ok()) return st;
   auto recur = ParseRecurLayers(s.recur_layers);
   if (!recur.ok()) return recur.status();
   if (recur->second >= s.num_layers) {

@@ -91,8 +91,8 @@ struct TrainSpec {
   int64_t ssm_expand = 2;
   int64_t embed_dim = 0;          // 0 = model_dim; < model_dim = factorised embedding
   std::string pos_scheme = "rope";  // rope | alibi | none
-  double rope_fraction = 1.0;     // fraction of head_dim rotated
-  std::string seq_len_schedule;   // "" = fixed; "LEN:FRAC,LEN:FRAC" = use LEN until FRAC of the budget
+  double rope_fraction = 1.0;     // fraction of head_dim rotated, rounded to whole pairs (RopeDims)
+  std::string seq_len_schedule;   // "" = fixed; "LEN:FRAC,LEN:FRAC" = use LEN until FRAC of the budget (LEN never falls)
 };
 
 // Parses a JSON object. Missing keys take their defaults, except export_bits, which follows
@@ -104,8 +104,22 @@ LiteStatusOr<TrainSpec> ParseTrainSpec(const nlohmann::json& j);
 LiteStatusOr<TrainSpec> ParseTrainSpecText(const std::string& text);
 
 // Checks ranges and cross-key constraints (heads divide width, kv heads divide heads,
-// even head_dim, embed_dim ≤ model_dim, mixer_pattern length and letters, ...).
+// even head_dim, embed_dim ≤ model_dim, the layer layout of ValidateLayerLayout, rope_fraction
+// rotating at least one pair and not all of a head when < 1, seq_len_schedule lengths dividing
+// seq_len and never falling, ...).
 LiteStatus ValidateTrainSpec(const TrainSpec& spec);
+
+// The layer -> block -> mixer layout, checked by ValidateTrainSpec and by the model's
+// constructor (a spec built in code must not index past mixer_pattern): unique_blocks ≤
+// num_layers; mixer_pattern, when set, has one letter A or S per layer, and with unique_blocks
+// u > 0 (layer i runs block i % u) letter i equals letter i % u. Errors name the keys and the
+// first layer that does not fit.
+LiteStatus ValidateLayerLayout(const TrainSpec& spec);
+
+// Dims of each head that RoPE rotates: rope_fraction × head_dim rounded to the nearest whole
+// pair (2·llround(rope_fraction × head_dim / 2)); 0 unless pos_scheme is rope.
+// REQUIRES: num_heads > 0.
+int64_t RopeDims(const TrainSpec& spec);
 
 // Every key with its value (the resolved spec). ParseTrainSpec(ToJson(s)) == s.
 nlohmann::json ToJson(const TrainSpec& spec);
@@ -116,7 +130,9 @@ const std::vector<std::string>& TrainSpecKeys();
 // Keys whose value differs from the default (data/run_dir/device/seed included).
 std::vector<std::string> NonDefaultKeys(const TrainSpec& spec);
 
-// Parsed seq_len_schedule: (len, until_frac) pairs; the last stage runs to the end.
+// Parsed seq_len_schedule: (len, until_frac) pairs; the last stage runs to the end. A warm-up:
+// each stage's length is at least the previous one's (a falling length is an error naming the
+// stage), fractions increase within (0, 1].
 struct SeqLenStage {
   int64_t seq_len;
   double until_frac;

@@ -102,6 +102,19 @@ TEST(TrainSpecTest, CrossKeyConstraints) {
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "300:0.5,1024"})"),
               HasSubstr("length 300 must divide seq_len = 1024"));
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "256:x"})"), HasSubstr("bad stage \"256:x\""));
+  // A sequence-length warm-up: a stage shorter than the one before is refused, naming both.
+  EXPECT_EQ(ErrorOf(R"({"seq_len_schedule": "512:0.5,256"})"),
+            "spec key \"seq_len_schedule\": stage 2 \"256\" is shorter than stage 1 \"512:0.5\" "
+            "(a warm-up: LEN must not fall)");
+  EXPECT_TRUE(ParseTrainSpecText(R"({"seq_len_schedule": "256:0.3,256:0.6,1024"})").ok());
+  // mixer_pattern must fit the shared blocks (layer i runs block i % unique_blocks).
+  EXPECT_EQ(ErrorOf(R"({"num_layers": 3, "unique_blocks": 1, "mixer_pattern": "SSA"})"),
+            "mixer_pattern \"SSA\" does not fit unique_blocks = 1: layer 2 is 'A' but runs block 0, "
+            "which is 'S' (letter i must equal letter i % unique_blocks)");
+  EXPECT_TRUE(ParseTrainSpecText(R"({"num_layers": 3, "unique_blocks": 1, "mixer_pattern": "SSS"})").ok());
+  // A rope_fraction that rounds to no rotated pair (head_dim 512 / 8 = 64).
+  EXPECT_THAT(ErrorOf(R"({"rope_fraction": 0.01})"),
+              HasSubstr("rope_fraction = 0.01 rotates 0 of the head_dim = 64 dims"));
   // NaN compares false both ways: it must not slip past the increasing-fraction check.
   EXPECT_THAT(ErrorOf(R"({"seq_len_schedule": "16:0.5,32:nan,64"})"),
               HasSubstr("FRAC increasing within (0, 1]"));
