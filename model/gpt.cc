@@ -191,13 +191,22 @@ SsmImpl::SsmImpl(int64_t dim, int64_t expand, int64_t n, int64_t w)
   dt_proj->bias.copy_(dt + torch::log(-torch::expm1(-dt)));  // softplus⁻¹(dt)
 }
 
-int64_t ScanChunkLength(double max_decay_step, int64_t seq_len, int64_t max_chunk) {
-  // Within a chunk the scan scales by exp(-Σ Δ A) ≤ exp(L · max step); keeping that exponent
+std::vector<int64_t> ScanChunkLengths(const std::vector<double>& steps, int64_t max_chunk) {
+  // Within a chunk the scan scales by exp(-Σ Δ A) ≤ exp(Σ steps); keeping that exponent
   // ≤ kScanMaxLogRange leaves fp32 headroom (e^60 ≈ 1e26) for |ΔBu| and the running sum.
-  const int64_t cap = max_chunk > 0 ? std::min(max_chunk, seq_len) : seq_len;
-  const double step = std::max(max_decay_step, 1e-6);
-  const auto safe = static_cast<int64_t>(std::min<double>(kScanMaxLogRange / step, static_cast<double>(cap)));
-  return std::max<int64_t>(1, std::min(cap, safe));
+  std::vector<int64_t> lens;
+  int64_t len = 0;
+  double sum = 0;
+  for (double step : steps) {
+    step = std::isnan(step) ? kScanMinLogDecay : std::max(step, 0.0);
+    if (len > 0 && ((max_chunk > 0 && len == max_chunk) || sum + step > kScanMaxLogRange)) {
+      lens.push_back(len);
+      len = 0, sum = 0;
+    }
+    ++len, sum += step;
+  }
+  if (len > 0) lens.push_back(len);
+  return lens;
 }
 
 torch::Tensor SelectiveScan(const torch::Tensor& u_in, const torch::Tensor& dt_in, const torch::Tensor& A_in,
@@ -209,21 +218,24 @@ torch::Tensor SelectiveScan(const torch::Tensor& u_in, const torch::Tensor& dt_i
   // resolution of the state it multiplies, so the clamp changes nothing representable, and it
   // bounds the step so that every chunk is at least 3 steps long.
   auto log_decay = (dt.unsqueeze(-1) * A).clamp_min(-kScanMinLogDecay);  // (B,T,D,N)
-  // One host read per call: the chunk length must keep exp(-Σ Δ A) finite in fp32.
-  const double max_step = -log_decay.min().item<double>();
-  const int64_t len = ScanChunkLength(max_step, t, chunk);
+  // One host read per call (T numbers): the largest step at each time, from which the chunks
+  // are cut front to back, so a chunk edge never depends on a later time.
+  auto step_t = log_decay.detach().amin({0, 2, 3}).neg().to(torch::kFloat64).cpu().contiguous();  // (T)
+  const double* step_p = step_t.data_ptr<double>();
+  const std::vector<int64_t> lens = ScanChunkLengths(std::vector<double>(step_p, step_p + t), chunk);
   auto dbu = (dt * u).unsqueeze(-1) * Bm.unsqueeze(2);  // (B,T,D,N) Δ B u
   auto h = torch::zeros({b, d, n}, u.options());        // state entering the chunk
   std::vector<torch::Tensor> ys;
-  for (int64_t t0 = 0; t0 < t; t0 += len) {
-    const int64_t l = std::min(len, t - t0);
+  int64_t t0 = 0;
+  for (const int64_t l : lens) {
     // h_t = exp(cum_t) · (h_0 + Σ_{s≤t} exp(-cum_s) ΔBu_s), cum = Σ Δ A within the chunk:
-    // only (B,L,D,N) tensors, and -cum ≤ L · max step ≤ kScanMaxLogRange keeps exp(-cum) finite.
+    // only (B,L,D,N) tensors, and -cum ≤ Σ steps ≤ kScanMaxLogRange keeps exp(-cum) finite.
     auto cum = log_decay.narrow(1, t0, l).cumsum(1);
     auto inside = (torch::exp(-cum) * dbu.narrow(1, t0, l)).cumsum(1);
     auto hs = torch::exp(cum) * (inside + h.unsqueeze(1));  // (B,L,D,N)
     ys.push_back((hs * Cm.narrow(1, t0, l).unsqueeze(2)).sum(-1));  // (B,L,D)
     h = hs.select(1, l - 1);
+    t0 += l;
   }
   return ys.size() == 1 ? ys[0] : torch::cat(ys, 1);
 }

@@ -53,19 +53,24 @@ struct SsmImpl : torch::nn::Module {
 TORCH_MODULE(Ssm);
 
 // The selective scan h_t = exp(Δ_t A) h_{t-1} + Δ_t B_t u_t, y_t = C_t · h_t, exact and
-// causal, computed chunk by chunk with tensor ops (a loop over T/L chunks only; within a chunk
+// causal, computed chunk by chunk with tensor ops (a loop over the chunks only; within a chunk
 // a cumulative sum of (B,L,D,N) tensors). u, dt: (B,T,D); A: (D,N); Bm, Cm: (B,T,N) -> y
-// (B,T,D), float32. The chunk length L is the longest that keeps fp32 finite for this input
-// (ScanChunkLength), at most `chunk` when chunk > 0.
+// (B,T,D), float32. The chunks are ScanChunkLengths of the per-time largest step |Δ A| (over
+// rows, channels and states), at most `chunk` long when chunk > 0: where a chunk ends depends
+// on steps up to that time only, so a change at time p leaves every output before p bit for
+// bit as it was (also when the change re-chunks the scan from p on).
 torch::Tensor SelectiveScan(const torch::Tensor& u, const torch::Tensor& dt, const torch::Tensor& A,
                             const torch::Tensor& Bm, const torch::Tensor& Cm, int64_t chunk = 0);
 // Largest exponent Σ|Δ A| allowed within one chunk, and the per-step clamp of Δ A.
 inline constexpr double kScanMaxLogRange = 60.0;
 inline constexpr double kScanMinLogDecay = 20.0;
-// The chunk length SelectiveScan uses when the largest per-step |Δ A| is `max_decay_step`:
-// the longest with L · step ≤ kScanMaxLogRange, at most min(max_chunk, seq_len) (max_chunk
-// <= 0: seq_len), at least 1.
-int64_t ScanChunkLength(double max_decay_step, int64_t seq_len, int64_t max_chunk);
+// The chunk lengths SelectiveScan uses for per-time steps |Δ A| `steps` (one per time, each
+// ≤ kScanMinLogDecay after the clamp): greedily from time 0, a chunk takes the next time
+// while the sum of its steps stays ≤ kScanMaxLogRange (so exp(-Σ Δ A) stays finite in fp32)
+// and it is shorter than max_chunk (max_chunk <= 0: no cap); every chunk has at least one
+// time. Whether a chunk starts at time t depends on steps[0..t] only. The lengths sum to
+// steps.size().
+std::vector<int64_t> ScanChunkLengths(const std::vector<double>& steps, int64_t max_chunk);
 // The same, one time step at a time (the reference the chunked scan is tested against).
 torch::Tensor SelectiveScanSequential(const torch::Tensor& u, const torch::Tensor& dt,
                                       const torch::Tensor& A, const torch::Tensor& Bm,
