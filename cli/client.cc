@@ -143,10 +143,7 @@ absl::StatusOr<v1::UndrainWorkerResponse> Client::UndrainWorker(const v1::Undrai
   return CADDIE_UNARY(UndrainWorker, v1::UndrainWorkerRequest, v1::UndrainWorkerResponse, req);
 }
 
-absl::StatusOr<v1::GetJobLogsResponse> Client::GetJobLogs(const std::string& job_id, int tail_lines) {
-  v1::GetJobLogsRequest req;
-  req.set_job_id(job_id);
-  req.set_tail_lines(tail_lines);
+absl::StatusOr<v1::GetJobLogsResponse> Client::GetJobLogs(const v1::GetJobLogsRequest& req) {
   return CADDIE_UNARY(GetJobLogs, v1::GetJobLogsRequest, v1::GetJobLogsResponse, req);
 }
 

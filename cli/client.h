@@ -38,7 +38,7 @@ class Client {
   absl::StatusOr<v1::ListWorkersResponse> ListWorkers();
   absl::StatusOr<v1::DrainWorkerResponse> DrainWorker(const v1::DrainWorkerRequest& req);
   absl::StatusOr<v1::UndrainWorkerResponse> UndrainWorker(const v1::UndrainWorkerRequest& req);
-  absl::StatusOr<v1::GetJobLogsResponse> GetJobLogs(const std::string& job_id, int tail_lines);
+  absl::StatusOr<v1::GetJobLogsResponse> GetJobLogs(const v1::GetJobLogsRequest& req);
 
   // Streams the job's events from after_seq. `on_message` is called for each
   // response; returning false ends the stream early (OK). Returns the stream's

@@ -163,6 +163,8 @@ struct ListArgs {
   bool follow = false;
   int tail = 0;
   std::string reason;
+  int rank = 0;                  // logs
+  std::string stream = "stdout";  // logs
 };
 
 void RunSweeps(const GlobalOptions& g, const ListArgs& a) {
@@ -295,30 +297,117 @@ void RunWatch(const GlobalOptions& g, const ListArgs& a) {
   if (rc != 0) throw CLI::RuntimeError(rc);
 }
 
-// One trainer output line: a `log` event is the raw line the trainer printed;
-// other events are shown as the JSON objects the trainer wrote. The controller
-// holds rank 0's stdout (the event stream); other ranks' output and stderr stay
-// in the run directory on the worker (rank<R>.stdout.log, rank<R>.stderr.log).
-// With `as_json` (`caddie logs --json`), one object per line:
-// {"ts": unix seconds, "rank": 0, "stream": "stdout", "line": text}. Parses the event once.
+// One output line, as printed: the text, or with `as_json` (`caddie logs
+// --json`) {"ts": unix seconds or null, "rank": R, "stream": S, "line": text}.
+std::string OutputLine(const std::string& line, bool as_json, const json& ts, int rank, const std::string& stream) {
+  if (!as_json) return line + "\n";
+  return json{{"ts", ts}, {"rank", rank}, {"stream", stream}, {"line", line}}.dump(-1, ' ', false,
+                                                                                 json::error_handler_t::replace) +
+         "\n";
+}
+
+// One line of rank 0's stdout, the event stream: a `log` event is the raw line
+// the trainer printed; other events are shown as the JSON objects the trainer
+// wrote; ts is the event's time. Parses the event once.
 std::string FormatLogLine(const std::string& event_json, bool as_json) {
   const json j = json::parse(event_json, nullptr, false);
   std::string line = event_json;
   if (j.is_object() && j.value("event", "") == "log" && j.contains("message") && j["message"].is_string()) {
     line = j["message"].get<std::string>();
   }
-  if (!as_json) return line + "\n";
   json ts = nullptr;
   if (j.is_object() && j.contains("time") && j["time"].is_number()) ts = j["time"];
-  return json{{"ts", ts}, {"rank", 0}, {"stream", "stdout"}, {"line", line}}.dump(
-             -1, ' ', false, json::error_handler_t::replace) +
-         "\n";
+  return OutputLine(line, as_json, ts, 0, "stdout");
+}
+
+// A rank's stderr, or the stdout of a rank > 0: the log file as the controller
+// holds it (it keeps the newest --log-bytes-per-stream bytes of each). Lines
+// carry no time of their own (ts null in --json). With -f, polls for new bytes
+// from where the last answer ended until the job has ended and all is printed.
+void RunStreamLogs(const GlobalOptions& g, const ListArgs& a, Client& client) {
+  v1::GetJobLogsRequest req;
+  req.set_job_id(a.id);
+  req.set_rank(a.rank);
+  req.set_stream(a.stream);
+  req.set_tail_lines(a.tail);
+  std::string partial;  // a line not finished yet (-f): printed once it is, or at the end
+  auto print = [&](const v1::GetJobLogsResponse& r) {
+    if (r.dropped_bytes() > 0) {
+      std::fprintf(stderr, "%s\n",
+                   ErrStyle(g)
+                       .Dim(absl::StrCat("(", r.dropped_bytes(), " earlier bytes of rank ", a.rank, " ", a.stream,
+                                         " are no longer held by the controller: it keeps the newest "
+                                         "--log-bytes-per-stream bytes of each stream)"))
+                       .c_str());
+    }
+    partial += r.text();
+    size_t start = 0;
+    for (size_t nl; (nl = partial.find('\n', start)) != std::string::npos; start = nl + 1) {
+      Print(OutputLine(partial.substr(start, nl - start), a.json, nullptr, a.rank, a.stream));
+    }
+    partial.erase(0, start);
+  };
+  auto flush_partial = [&] {
+    if (!partial.empty()) Print(OutputLine(partial, a.json, nullptr, a.rank, a.stream));
+    partial.clear();
+  };
+  if (!a.follow) {
+    print(OrFail(client.GetJobLogs(req)));
+    flush_partial();
+    return;
+  }
+  CancelOnInterrupt cancel(&client);
+  auto check = [&](const absl::Status& s) {
+    if (s.code() == absl::StatusCode::kCancelled || InterruptCount() > 0) throw CLI::RuntimeError(kExitInterrupted);
+    if (!s.ok()) Fail(s);
+  };
+  if (a.tail > 0) {
+    // The last lines first, then everything after them.
+    auto r = client.GetJobLogs(req);
+    check(r.status());
+    print(*r);
+    req.set_from_offset(r->next_offset());
+  } else {
+    req.set_from_offset(0);
+  }
+  int32_t attempt = 0;
+  for (bool ended = false;;) {
+    // Whether the job had ended is read before the bytes: its worker sends a
+    // rank's last bytes before the job's outcome, so that read is the last one needed.
+    auto job = client.GetJob(a.id);
+    check(job.status());
+    ended = IsTerminal(job->state());
+    auto r = client.GetJobLogs(req);
+    check(r.status());
+    if (attempt != 0 && r->attempt() != attempt) {
+      // A retry: its files start again at offset 0.
+      flush_partial();
+      std::fprintf(stderr, "%s\n",
+                   ErrStyle(g).Dim(absl::StrCat("(attempt ", r->attempt(), " of the job: its output follows)")).c_str());
+      req.set_from_offset(0);
+      attempt = r->attempt();
+      continue;
+    }
+    attempt = r->attempt();
+    print(*r);
+    req.set_from_offset(r->next_offset());
+    if (ended) break;
+    for (int i = 0; i < 10 && InterruptCount() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  flush_partial();
 }
 
 void RunLogs(const GlobalOptions& g, const ListArgs& a) {
   auto client = MakeClient(g);
+  if (a.rank != 0 || a.stream != "stdout") {
+    RunStreamLogs(g, a, *client);
+    return;
+  }
   if (!a.follow) {
-    auto r = OrFail(client->GetJobLogs(a.id, a.tail));
+    v1::GetJobLogsRequest req;
+    req.set_job_id(a.id);
+    req.set_tail_lines(a.tail);
+    auto r = OrFail(client->GetJobLogs(req));
     for (absl::string_view line : absl::StrSplit(r.text(), '\n', absl::SkipEmpty())) {
       Print(FormatLogLine(std::string(line), a.json));
     }
@@ -482,12 +571,23 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   watch->add_flag("--json", la->json, "Print each event as one JSON object per line");
   watch->callback([&g, la] { RunWatch(g, *la); });
 
-  CLI::App* logs = app.add_subcommand("logs", "A job's trainer output (its events and log lines), current attempt");
+  CLI::App* logs = app.add_subcommand(
+      "logs", "A job's trainer output, current attempt: rank 0's stdout (its events and log lines) by default, "
+              "or any rank's stderr / stdout, also after its worker is gone");
   logs->add_option("JOB", la->id, "Job id")->required();
   logs->add_flag("-f,--follow", la->follow, "Keep printing new lines until the job ends");
   logs->add_option("--tail", la->tail, "Only the last N lines (0 = the controller's default, 100)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  logs->add_flag("--json", la->json, "One JSON object per line: ts (unix seconds), rank, stream, line");
+  logs->add_option("--rank", la->rank, "Which rank's output (0 .. the job's GPUs - 1)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  logs->add_option("--stream", la->stream,
+                   "stdout or stderr; rank 0's stdout is the events, the others are the rank's log files "
+                   "(the controller keeps the newest bytes of each)")
+      ->check(CLI::IsMember({"stdout", "stderr"}))
+      ->capture_default_str();
+  logs->add_flag("--json", la->json, "One JSON object per line: ts (unix seconds; null for log files), rank, stream, line");
   logs->callback([&g, la] { RunLogs(g, *la); });
 
   CLI::App* cancel = app.add_subcommand("cancel", "Cancel a job (a running one is stopped by its worker)");

@@ -443,6 +443,7 @@ absl::StatusOr<v1::GetJobLogsResponse> Scheduler::JobLogs(const v1::GetJobLogsRe
   resp.set_text(std::move(t.text));
   resp.set_next_offset(t.next_offset);
   resp.set_dropped_bytes(t.dropped_bytes);
+  resp.set_attempt(held.attempt);
   return resp;
 }
 

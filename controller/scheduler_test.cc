@@ -196,6 +196,7 @@ TEST_F(SchedulerTest, JobLogsServesARanksStreamAndRefusesAStreamOrRankThatIsNot)
   EXPECT_EQ(r->text(), "rank 1: a\nrank 1: b\n");
   EXPECT_EQ(r->next_offset(), 20);
   EXPECT_EQ(r->dropped_bytes(), 0);
+  EXPECT_EQ(r->attempt(), 1);
   gl.set_from_offset(10);
   EXPECT_EQ(sched_->JobLogs(gl)->text(), "rank 1: b\n");
   gl.clear_from_offset();

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "tests/cli/cli_harness.h"
 
@@ -391,6 +392,142 @@ TEST(CliClusterTest, LogsJsonFollowsTheTrainerOutputInOrder) {
   // Plain text: the same lines.
   r = c.Caddie({"logs", job});
   EXPECT_EQ(std::vector<std::string>(absl::StrSplit(r.out, '\n', absl::SkipEmpty())), lines);
+}
+
+// The lines of `caddie logs` plain output.
+std::vector<std::string> Lines(const std::string& out) { return absl::StrSplit(out, '\n', absl::SkipEmpty()); }
+
+// The stderr lines the fake trainer writes for `rank`, steps first..last.
+std::vector<std::string> StepLines(int rank, int first, int last) {
+  std::vector<std::string> v;
+  for (int s = first; s <= last; ++s) v.push_back(absl::StrCat("fake-train rank ", rank, " step ", s));
+  return v;
+}
+
+// A 2-rank job (a worker declaring 2 GPUs): `caddie logs --rank R --stream S`
+// shows that rank's stream through the controller, exactly the file the worker
+// keeps, and still does once the worker is SIGKILLed and its disk is gone.
+TEST(CliClusterTest, LogsShowAnyRanksStderrThroughTheControllerAlsoAfterTheWorkerIsGone) {
+  LocalCluster c(R"({"steps": 12, "step_ms": 30})", true, "", 0, {}, {"--gpus", "2"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  absl::StatusOr<std::string> submitted =
+      c.SubmitSweepFile("two.yaml", "name: ranks\nbase: {data: unused-by-the-fake-trainer}\ngpus: 2\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
+
+  RunResult r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> rank1 = Lines(r.out);
+  EXPECT_EQ(rank1, StepLines(1, 1, 12));
+  // Exactly what rank 1 wrote, as the worker keeps it on disk.
+  const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
+  ASSERT_FALSE(run_dir.empty());
+  EXPECT_EQ(r.out, ReadFileOrEmpty(run_dir + "/rank1.stderr.log"));
+  r = c.Caddie({"logs", job, "--stream", "stderr"});  // rank 0
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), StepLines(0, 1, 12));
+  // Rank 1 printed nothing on stdout: empty, not an error.
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stdout"});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  // --json and --tail; -f on an ended job prints it all and returns.
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--tail", "3", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> tail;
+  for (const std::string& l : Lines(r.out)) {
+    const json j = json::parse(l);
+    EXPECT_EQ(j["rank"], 1) << l;
+    EXPECT_EQ(j["stream"], "stderr") << l;
+    EXPECT_TRUE(j["ts"].is_null()) << l;
+    tail.push_back(j["line"].get<std::string>());
+  }
+  EXPECT_EQ(tail, StepLines(1, 10, 12));
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "-f"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), rank1);
+  // The default is still rank 0's events.
+  r = c.Caddie({"logs", job, "--tail", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["event"], "final") << r.out;
+  // Bad input names what was wrong.
+  r = c.Caddie({"logs", job, "--rank", "2", "--stream", "stderr"});
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("rank 2 is out of range: job " + job + " has 2 rank(s), 0..1"));
+  r = c.Caddie({"logs", job, "--stream", "stdin"});
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("stdin"));
+
+  c.KillWorker();
+  std::filesystem::remove_all(c.dir() + "/worker");
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), rank1);
+}
+
+// The worker SIGKILLed in the middle of a job: what its ranks had written up to
+// about a batch before is at the controller, in order, with nothing repeated.
+TEST(CliClusterTest, LogsOfARunningJobSurviveItsWorkerBeingKilled) {
+  LocalCluster c(R"({"steps": 2000, "step_ms": 20})", true, "", 0, {}, {"--gpus", "2"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  absl::StatusOr<std::string> submitted =
+      c.SubmitSweepFile("two.yaml", "name: killed\nbase: {data: unused-by-the-fake-trainer}\ngpus: 2\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
+  std::vector<std::string> seen;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (seen.size() < 20 && std::chrono::steady_clock::now() < until) {
+    seen = Lines(c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr"}).out);
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_GE(seen.size(), 20u) << c.WorkerLog();
+  c.KillWorker();
+  const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
+  ASSERT_FALSE(run_dir.empty());
+  const std::vector<std::string> on_disk = Lines(ReadFileOrEmpty(run_dir + "/rank1.stderr.log"));
+  ASSERT_LT(on_disk.size(), 2000u);  // the rank died with its worker
+  RunResult r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--tail", "5000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> after = Lines(r.out);
+  // Steps 1..N in order, at least what was seen before the kill, at most what the rank wrote.
+  ASSERT_GE(after.size(), seen.size());
+  ASSERT_LE(after.size(), on_disk.size());
+  EXPECT_EQ(after, StepLines(1, 1, static_cast<int>(after.size())));
+  EXPECT_EQ(after, std::vector<std::string>(on_disk.begin(), on_disk.begin() + after.size()));
+  const RunResult job_state = c.Caddie({"job", job, "--json"});
+  EXPECT_EQ(json::parse(job_state.out)["state"], "JOB_STATE_RUNNING");  // the lease has not expired yet
+}
+
+// With --log-bytes-per-stream 200 the controller keeps the newest 200 bytes of
+// each stream: `caddie logs` shows the last whole lines it holds and says, on
+// stderr, how many earlier bytes it no longer has.
+TEST(CliClusterTest, LogsSayHowManyOlderBytesTheControllerDropped) {
+  LocalCluster c(R"({"steps": 40, "step_ms": 10})", true, "", 0, {"--log-bytes-per-stream", "200"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  absl::StatusOr<std::string> submitted =
+      c.SubmitSweepFile("one.yaml", "name: capped\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\n");
+  ASSERT_TRUE(submitted.ok()) << submitted.status();
+  const std::string job = *submitted;
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
+  const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
+  const std::string written = ReadFileOrEmpty(run_dir + "/rank0.stderr.log");
+  ASSERT_GT(written.size(), 800u);  // 40 lines of about 25 bytes
+
+  RunResult r = c.Caddie({"logs", job, "--stream", "stderr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> lines = Lines(r.out);
+  ASSERT_GE(lines.size(), 5u) << r.out;
+  EXPECT_LE(r.out.size(), 200u);
+  const int first = 40 - static_cast<int>(lines.size()) + 1;
+  EXPECT_EQ(lines, StepLines(0, first, 40));
+  // Every byte before the lines shown is counted as dropped.
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("(", written.size() - r.out.size(), " earlier bytes of rank 0 stderr are "
+                                            "no longer held by the controller")));
+  // A tail within what is held drops nothing and says nothing.
+  r = c.Caddie({"logs", job, "--stream", "stderr", "--tail", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), StepLines(0, 39, 40));
+  EXPECT_EQ(r.err, "");
 }
 
 // `caddie workers drain` takes the worker out of service while its running job

@@ -106,7 +106,8 @@ std::vector<std::string> ProcessesMentioning(const std::string& needle) {
 }
 
 LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const std::string& user_token,
-                           double heartbeat_seconds) {
+                           double heartbeat_seconds, const std::vector<std::string>& controller_args,
+                           const std::vector<std::string>& worker_args) {
   SpawnOptions c;
   c.argv = {CADDIE_CONTROLLER_BIN, "--listen", "127.0.0.1:0", "--db", dir() + "/caddie.db", "--http-listen", "",
             "--sqlite-synchronous-normal"};
@@ -114,6 +115,7 @@ LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const
     c.argv.push_back("--heartbeat-interval");
     c.argv.push_back(absl::StrCat(heartbeat_seconds));
   }
+  c.argv.insert(c.argv.end(), controller_args.begin(), controller_args.end());
   c.env = CurrentEnvironment();
   SetEnv(&c.env, "CADDIE_USER_TOKEN", user_token);
   SetEnv(&c.env, "CADDIE_WORKER_TOKEN", "");
@@ -150,6 +152,7 @@ LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const
   w.argv = {CADDIE_WORKER_BIN, "--controller", addr_, "--work-dir", dir() + "/worker", "--trainer",
             CADDIE_FAKE_TRAIN_BIN, "--cpu-slots", "1", "--id", "test-worker", "--http", "",
             "--lease-interval", "0.2"};
+  w.argv.insert(w.argv.end(), worker_args.begin(), worker_args.end());
   w.env = CurrentEnvironment();
   SetEnv(&w.env, "CADDIE_FAKE_TRAIN", fake_plan);
   SetEnv(&w.env, "CADDIE_WORKER_TOKEN", "");
@@ -176,6 +179,13 @@ LocalCluster::LocalCluster(const std::string& fake_plan, bool with_worker, const
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   error_ = "caddie-worker did not register: " + WorkerLog();
+}
+
+void LocalCluster::KillWorker() {
+  if (worker_.pid <= 0) return;
+  kill(-worker_.pgid, SIGKILL);
+  WaitWithTimeout(worker_.pid, std::chrono::seconds(10));
+  worker_ = Child();
 }
 
 LocalCluster::~LocalCluster() {

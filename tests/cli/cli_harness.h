@@ -42,8 +42,11 @@ class LocalCluster {
   // `fake_plan`: the CADDIE_FAKE_TRAIN JSON for the worker's trainer runs.
   // `user_token`: the bearer token the controller demands of users ("" = none).
   // `heartbeat_seconds`: the controller's --heartbeat-interval (0 = its default).
+  // `controller_args` / `worker_args`: more flags for caddie-controller / caddie-worker.
   explicit LocalCluster(const std::string& fake_plan = R"({"steps": 20, "step_ms": 20})", bool with_worker = true,
-                        const std::string& user_token = "", double heartbeat_seconds = 0);
+                        const std::string& user_token = "", double heartbeat_seconds = 0,
+                        const std::vector<std::string>& controller_args = {},
+                        const std::vector<std::string>& worker_args = {});
   ~LocalCluster();
 
   bool ok() const { return error_.empty(); }
@@ -61,6 +64,8 @@ class LocalCluster {
 
   std::string ControllerLog() const;
   std::string WorkerLog() const;
+  // SIGKILLs the worker's process group (it and its trainers) and reaps it.
+  void KillWorker();
 
  private:
   TempDir dir_;
