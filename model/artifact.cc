@@ -90,7 +90,7 @@ class Reader {
   }
   bool ReadInto(size_t n, void* out) {
     if (remaining() < n) return false;
-    std::memcpy(out, s_.data() + pos_, n);
+    if (n > 0) std::memcpy(out, s_.data() + pos_, n);  // out is null for empty tensors
     pos_ += n;
     return true;
   }
