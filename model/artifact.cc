@@ -423,7 +423,10 @@ LiteStatus Parse(const std::string& payload, std::vector<ArtifactTensorInfo>* in
       return LiteStatus::Error(what + " has " + std::to_string(ndim) + " dimensions (at most " +
                                std::to_string(kMaxDims) + ")");
     }
-    int64_t numel = 1;
+    // The product of the non-zero dims is bounded by the payload size before
+    // multiplying on, an empty tensor's too (torch's strides must fit).
+    int64_t extent = 1;
+    bool empty = false;
     for (uint64_t d = 0; d < ndim; ++d) {
       uint64_t dim = 0;
       if (!r.Read(8, &dim)) return Truncated(what + " shape", r.pos());
@@ -431,12 +434,13 @@ LiteStatus Parse(const std::string& payload, std::vector<ArtifactTensorInfo>* in
         return LiteStatus::Error(what + " has dimension " + std::to_string(dim) + " out of range");
       }
       info.shape.push_back(static_cast<int64_t>(dim));
-      // Bound the element count by the payload size before multiplying on.
-      if (dim != 0 && numel > kMaxPayloadBytes * 8 / static_cast<int64_t>(dim)) {
-        return LiteStatus::Error(what + " has more elements than the payload can hold");
+      empty |= dim == 0;
+      if (dim != 0 && extent > kMaxPayloadBytes * 8 / static_cast<int64_t>(dim)) {
+        return LiteStatus::Error(what + " has a shape larger than the payload can hold");
       }
-      numel *= static_cast<int64_t>(dim);
+      if (dim != 0) extent *= static_cast<int64_t>(dim);
     }
+    const int64_t numel = empty ? 0 : extent;
     if (kind == kKindKept) {
       if (bits != 0 || code_bits != 0) {
         return LiteStatus::Error(what + " is kept but has bits " + std::to_string(bits));
@@ -561,7 +565,11 @@ LiteStatusOr<NamedTensors> ImportArtifact(const std::string& bytes) {
   LiteStatusOr<std::string> payload = Unwrap(bytes);
   if (!payload.ok()) return payload.status();
   NamedTensors out;
-  if (LiteStatus s = Parse(*payload, nullptr, &out); !s.ok()) return s;
+  try {  // a backstop: the checks in Parse are meant to leave torch nothing to refuse
+    if (LiteStatus s = Parse(*payload, nullptr, &out); !s.ok()) return s;
+  } catch (const c10::Error& e) {
+    return LiteStatus::Error(std::string("artifact tensors cannot be built: ") + e.what_without_backtrace());
+  }
   return out;
 }
 

@@ -335,7 +335,19 @@ TEST(ArtifactTest, BadPayloadsBehindValidFramingGiveClearErrors) {
   // Shapes that would need an absurd allocation are refused before allocating.
   EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(
                 TensorHeader("w", 0, 1, 2, 0, 0, {uint64_t{1} << 40, uint64_t{1} << 40})))),
-            "tensor w has more elements than the payload can hold");
+            "tensor w has a shape larger than the payload can hold");
+  // Empty (a zero dimension) but with other dimensions whose strides overflow
+  // int64: found by fuzz_artifact, torch threw on these (an abort, not an error).
+  for (const std::vector<uint64_t>& shape :
+       {std::vector<uint64_t>{0, uint64_t{1} << 40, uint64_t{1} << 40},
+        std::vector<uint64_t>{uint64_t{1} << 40, uint64_t{1} << 40, 0}}) {
+    EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 1, 2, 0, 0, shape)))),
+              "tensor w has a shape larger than the payload can hold");
+  }
+  // An empty tensor whose other dimensions fit imports with its shape.
+  auto empty = ImportArtifact(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 1, 2, 0, 0, {3, 0, 1 << 20}))));
+  ASSERT_TRUE(empty.ok()) << empty.status().message();
+  EXPECT_EQ((*empty)[0].second.sizes(), (std::vector<int64_t>{3, 0, 1 << 20}));
   EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 1, 2, 0, 0, {1000})))),
             "artifact payload truncated reading tensor w data at byte 21");
   EXPECT_EQ(ImportError(WrapZlib(OneTensorPayload(TensorHeader("w", 0, 99, 2, 0, 0, {1})))),

@@ -134,6 +134,9 @@ std::vector<Row> Rows() {
       {"DimOutOfRange", WrapZlib(Count(1) + Tensor("w", 0, 1, 1, 0, 0, {uint64_t{1} << 62})),
        "tensor w has dimension 4611686018427387904 out of range"},
       {"ElementsBeyondPayload", WrapZlib(three_gb_tensor), "tensor w"},
+      {"EmptyTensorWithOverflowingStrides",  // fuzz_artifact: torch threw (abort) building it
+       WrapZlib(Count(1) + Tensor("w", 0, 1, 1, 0, 0, {0, uint64_t{1} << 40, uint64_t{1} << 40})),
+       "tensor w has a shape larger than the payload can hold"},
       {"KeptWithBits", WrapZlib(Count(1) + Tensor("w", 0, 1, 1, 4, 4, {4})), "tensor w is kept but has bits 4"},
       {"QuantisedBadBits", WrapZlib(Count(1) + Tensor("w", 1, 1, 8, 1, 1, {2, 2})), "tensor w has invalid bits 1"},
       {"DuplicateName",
