@@ -404,29 +404,42 @@ std::vector<std::string> StepLines(int rank, int first, int last) {
   return v;
 }
 
+// Submits a sweep of one job named `name` on `gpus` GPUs (0: a CPU job) and
+// returns the job's id ("" after adding the failure to the test).
+std::string SubmitOneJob(LocalCluster& c, const std::string& name, int gpus) {
+  absl::StatusOr<std::string> job = c.SubmitSweepFile(
+      name + ".yaml", absl::StrCat("name: ", name, "\nbase: {data: unused-by-the-fake-trainer}\ngpus: ", gpus, "\n"));
+  if (!job.ok()) ADD_FAILURE() << job.status();
+  return job.ok() ? *job : "";
+}
+
 // A 2-rank job (a worker declaring 2 GPUs): `caddie logs --rank R --stream S`
 // shows that rank's stream through the controller, exactly the file the worker
-// keeps, and still does once the worker is SIGKILLed and its disk is gone.
+// keeps — followed live with -f, or afterwards — and still does once the worker
+// is SIGKILLed and its disk is gone.
 TEST(CliClusterTest, LogsShowAnyRanksStderrThroughTheControllerAlsoAfterTheWorkerIsGone) {
-  LocalCluster c(R"({"steps": 12, "step_ms": 30})", true, "", 0, {}, {"--gpus", "2"});
+  LocalCluster c(R"({"steps": 40, "step_ms": 50})", true, "", 0, {}, {"--gpus", "2"});
   ASSERT_TRUE(c.ok()) << c.error();
-  absl::StatusOr<std::string> submitted =
-      c.SubmitSweepFile("two.yaml", "name: ranks\nbase: {data: unused-by-the-fake-trainer}\ngpus: 2\n");
-  ASSERT_TRUE(submitted.ok()) << submitted.status();
-  const std::string job = *submitted;
-  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
-
-  RunResult r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr"});
-  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string job = SubmitOneJob(c, "ranks", 2);
+  ASSERT_FALSE(job.empty());
+  ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_RUNNING", std::chrono::seconds(30))) << c.WorkerLog();
+  // Started while the job runs (about 2 s of steps left); returns when it ends.
+  RunResult r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "-f"}, std::chrono::seconds(60));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(json::parse(c.Caddie({"job", job, "--json"}).out)["state"], "JOB_STATE_SUCCEEDED");
   const std::vector<std::string> rank1 = Lines(r.out);
-  EXPECT_EQ(rank1, StepLines(1, 1, 12));
+  EXPECT_EQ(rank1, StepLines(1, 1, 40));
   // Exactly what rank 1 wrote, as the worker keeps it on disk.
   const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
   ASSERT_FALSE(run_dir.empty());
   EXPECT_EQ(r.out, ReadFileOrEmpty(run_dir + "/rank1.stderr.log"));
+
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), rank1);
   r = c.Caddie({"logs", job, "--stream", "stderr"});  // rank 0
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(Lines(r.out), StepLines(0, 1, 12));
+  EXPECT_EQ(Lines(r.out), StepLines(0, 1, 40));
   // Rank 1 printed nothing on stdout: empty, not an error.
   r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stdout"});
   EXPECT_EQ(r.code, 0) << r.err;
@@ -442,10 +455,11 @@ TEST(CliClusterTest, LogsShowAnyRanksStderrThroughTheControllerAlsoAfterTheWorke
     EXPECT_TRUE(j["ts"].is_null()) << l;
     tail.push_back(j["line"].get<std::string>());
   }
-  EXPECT_EQ(tail, StepLines(1, 10, 12));
-  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "-f"});
+  EXPECT_EQ(tail, StepLines(1, 38, 40));
+  // -f --tail on the ended job: those lines, and it returns.
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "-f", "--tail", "2"});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(Lines(r.out), rank1);
+  EXPECT_EQ(Lines(r.out), StepLines(1, 39, 40));
   // The default is still rank 0's events.
   r = c.Caddie({"logs", job, "--tail", "1"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -470,10 +484,8 @@ TEST(CliClusterTest, LogsShowAnyRanksStderrThroughTheControllerAlsoAfterTheWorke
 TEST(CliClusterTest, LogsOfARunningJobSurviveItsWorkerBeingKilled) {
   LocalCluster c(R"({"steps": 2000, "step_ms": 20})", true, "", 0, {}, {"--gpus", "2"});
   ASSERT_TRUE(c.ok()) << c.error();
-  absl::StatusOr<std::string> submitted =
-      c.SubmitSweepFile("two.yaml", "name: killed\nbase: {data: unused-by-the-fake-trainer}\ngpus: 2\n");
-  ASSERT_TRUE(submitted.ok()) << submitted.status();
-  const std::string job = *submitted;
+  const std::string job = SubmitOneJob(c, "killed", 2);
+  ASSERT_FALSE(job.empty());
   std::vector<std::string> seen;
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (seen.size() < 20 && std::chrono::steady_clock::now() < until) {
@@ -504,10 +516,8 @@ TEST(CliClusterTest, LogsOfARunningJobSurviveItsWorkerBeingKilled) {
 TEST(CliClusterTest, LogsSayHowManyOlderBytesTheControllerDropped) {
   LocalCluster c(R"({"steps": 40, "step_ms": 10})", true, "", 0, {"--log-bytes-per-stream", "200"});
   ASSERT_TRUE(c.ok()) << c.error();
-  absl::StatusOr<std::string> submitted =
-      c.SubmitSweepFile("one.yaml", "name: capped\nbase: {data: unused-by-the-fake-trainer}\ngpus: 0\n");
-  ASSERT_TRUE(submitted.ok()) << submitted.status();
-  const std::string job = *submitted;
+  const std::string job = SubmitOneJob(c, "capped", 0);
+  ASSERT_FALSE(job.empty());
   ASSERT_TRUE(WaitForJobState(c, job, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
   const std::string run_dir = FakeTrainerPid(c.dir() + "/worker").second;
   const std::string written = ReadFileOrEmpty(run_dir + "/rank0.stderr.log");
