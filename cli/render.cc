@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/core/events.h"
+#include "common/enum_label.h"
 
 namespace caddie::cli {
 namespace {
@@ -70,8 +71,7 @@ bool IsTerminal(v1::JobState s) {
 
 std::string ExitReasonName(v1::ExitReason r) {
   if (r == v1::EXIT_REASON_UNSPECIFIED) return "";
-  std::string n = absl::AsciiStrToLower(v1::ExitReason_Name(r));
-  return n.rfind("exit_reason_", 0) == 0 ? n.substr(12) : n;
+  return EnumLabel(v1::ExitReason_Name(r), "EXIT_REASON_");
 }
 
 std::string StyledState(v1::JobState s, const Style& st) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/core/train_spec.h"
+#include "common/enum_label.h"
 #include "common/grpc_status.h"
 #include "common/log_streams.h"
 #include "common/metric_names.h"
@@ -27,11 +28,6 @@ namespace {
 int64_t SystemNowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-// Lower-case enum name without its prefix: JOB_STATE_SUCCEEDED → "succeeded".
-std::string EnumLabel(const std::string& name, absl::string_view prefix) {
-  return absl::AsciiStrToLower(absl::StartsWith(name, prefix) ? name.substr(prefix.size()) : name);
 }
 
 std::string StateLabel(v1::JobState s) { return EnumLabel(v1::JobState_Name(s), "JOB_STATE_"); }

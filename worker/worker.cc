@@ -17,6 +17,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "caddie/version.h"
+#include "common/enum_label.h"
 #include "common/grpc_channel.h"
 #include "common/grpc_status.h"
 #include "common/metric_names.h"
@@ -31,11 +32,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr char kShutdownReason[] = "worker shutting down";
 constexpr int kJobsTailLines = 20;  // per log file in GET /jobs
-
-// Lower-case enum name without its prefix: EXIT_REASON_TIME_BUDGET → "time_budget".
-std::string EnumLabel(const std::string& name, const std::string& prefix) {
-  return absl::AsciiStrToLower(absl::StartsWith(name, prefix) ? name.substr(prefix.size()) : name);
-}
 
 // Codes after which resending the same message cannot succeed.
 bool IsPermanentRejection(grpc::StatusCode c) {
