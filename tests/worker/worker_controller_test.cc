@@ -201,6 +201,25 @@ class WorkerControllerTest : public ::testing::Test {
     for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ(events[i].seq(), static_cast<int64_t>(i + 1)) << i;
   }
 
+  // The controller's copy of a rank's stderr (GetJobLogs from offset 0) is the
+  // file the rank wrote, byte for byte: nothing lost, nothing stored twice.
+  void ExpectStderrAsWritten(const caddie::v1::Job& job, int rank) {
+    caddie::v1::GetJobLogsRequest req;
+    req.set_job_id(job.id());
+    req.set_rank(rank);
+    req.set_stream("stderr");
+    req.set_from_offset(0);
+    caddie::v1::GetJobLogsResponse resp;
+    auto ctx = Ctx();
+    const grpc::Status s = stub_->GetJobLogs(ctx.get(), req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    const std::string written = reliability::ReadAll(RunDir(job) / ("rank" + std::to_string(rank) + ".stderr.log"));
+    EXPECT_FALSE(written.empty());
+    EXPECT_EQ(resp.text(), written) << "rank " << rank;
+    EXPECT_EQ(resp.next_offset(), static_cast<int64_t>(written.size()));
+    EXPECT_EQ(resp.dropped_bytes(), 0);
+  }
+
   fs::path dir_;
   int port_ = 0;
   std::string addr_;
@@ -274,6 +293,8 @@ TEST_F(WorkerControllerTest, KillingTheControllerMidJobAndRestartingItLosesNoEve
   ASSERT_EQ(events.size(), 43u);  // start, 40 × step, val, final: every one
   ExpectContiguous(events);
   EXPECT_EQ(events.back().type(), "final");
+  // The batches the controller took before it died are replayed too: stored once.
+  ExpectStderrAsWritten(job, 0);
 }
 
 // Nothing the worker accepted is lost when its disk refuses spool writes. The
@@ -321,6 +342,7 @@ TEST_F(WorkerControllerTest, SpoolWritesRefusedByAFullDiskLoseNoEventOnceTheDisk
   const auto events = Events(id);
   ASSERT_EQ(events.size(), 33u);
   EXPECT_EQ(events.back().type(), "final");
+  ExpectStderrAsWritten(job, 0);
 }
 
 // When the disk keeps refusing and nothing is acknowledged, holding is bounded
@@ -368,6 +390,9 @@ TEST_F(WorkerControllerTest, KillingOneOfTwoRanksFailsTheJobAndLeavesNoOrphan) {
   EXPECT_NE(job.message().find("rank 1 exited with signal 9"), std::string::npos) << job.message();
   EXPECT_TRUE(ProcessGone(r0, 2s));
   EXPECT_TRUE(ProcessGone(r1, 2s));
+  // Both ranks' stderr up to their end, sent before the failure was reported.
+  ExpectStderrAsWritten(job, 0);
+  ExpectStderrAsWritten(job, 1);
 }
 
 TEST_F(WorkerControllerTest, CancelStopsARunningJobWithinTwoHeartbeats) {
