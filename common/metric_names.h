@@ -94,12 +94,13 @@ inline constexpr std::array<std::string_view, 3> kWorkerStates = {"live", "drain
 // Per registered worker, as the controller sees it (removed once a worker has
 // sent no heartbeat for --metrics-worker-ttl, default 1 h; caddie_workers
 // still counts it as lost): seconds since its last heartbeat (set in a collect hook), and its
-// GPUs with state "busy" or "free".
+// GPUs with state "busy", "free", or "lost" (all of a worker past --worker-lost-after:
+// none of them can be leased, and what they run is unknown).
 inline constexpr MetricDef kWorkerHeartbeatAge{
     "caddie_worker_heartbeat_age_seconds", MetricType::kGauge,
     "Seconds since the worker's last heartbeat.", "worker"};
 inline constexpr MetricDef kWorkerGpus{"caddie_worker_gpus", MetricType::kGauge,
-                                       "GPUs of each worker, busy or free.", "worker,state"};
+                                       "GPUs of each worker: busy, free, or lost (the worker missed its heartbeats).", "worker,state"};
 // Per registered worker: 1 while it is drained (no new work is leased to it;
 // `caddie workers` shows why), else 0. The CaddieWorkerDrained alert reads it.
 inline constexpr MetricDef kWorkerDrained{"caddie_worker_drained", MetricType::kGauge,

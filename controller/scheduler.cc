@@ -793,15 +793,18 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
     }
     const double age = static_cast<double>(now - w.last_seen_ms) / 1000.0;
     metrics_->heartbeat_age->WithLabels({id}).Set(age);
-    metrics_->worker_gpus->WithLabels({id, "free"}).Set(w.gpus_free);
-    metrics_->worker_gpus->WithLabels({id, "busy"}).Set(std::max(0, w.gpus_total - w.gpus_free));
+    // A lost worker's GPUs are neither free (nothing can be leased there) nor known busy.
+    const bool is_lost = !w.drained && now - w.last_seen_ms > lost_ms;
+    metrics_->worker_gpus->WithLabels({id, "free"}).Set(is_lost ? 0 : w.gpus_free);
+    metrics_->worker_gpus->WithLabels({id, "busy"}).Set(is_lost ? 0 : std::max(0, w.gpus_total - w.gpus_free));
+    metrics_->worker_gpus->WithLabels({id, "lost"}).Set(is_lost ? w.gpus_total : 0);
     metrics_->worker_drained->WithLabels({id}).Set(w.drained ? 1 : 0);
     metrics_->worker_drained_by_hand->WithLabels({id}).Set(w.drained_by_hand ? 1 : 0);
     if (w.drained) {
       ++drained;
       continue;
     }
-    if (now - w.last_seen_ms > lost_ms) {
+    if (is_lost) {
       ++lost;
       continue;
     }

@@ -550,6 +550,10 @@ TEST_F(SchedulerTest, WorkerGoneLongerThanMetricsTtlLeavesPerWorkerSeries) {
   ASSERT_TRUE(sched_->Tick().ok());
   std::string text = registry_.Render();
   EXPECT_TRUE(absl::StrContains(text, "caddie_worker_heartbeat_age_seconds{worker=\"w-gone\"} 1800")) << text;
+  // Its GPUs are lost, not free: the fleet's free GPUs are w-live's only.
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-gone\",state=\"free\"} 0")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-gone\",state=\"lost\"} 2")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-live\",state=\"lost\"} 0")) << text;
   // Past the hour: every w-gone series is gone, w-live's stay, and the totals still count w-gone.
   now_ += 1801 * 1000;
   Register("w-live", 1);
@@ -565,6 +569,8 @@ TEST_F(SchedulerTest, WorkerGoneLongerThanMetricsTtlLeavesPerWorkerSeries) {
   text = registry_.Render();
   EXPECT_TRUE(absl::StrContains(text, "caddie_worker_heartbeat_age_seconds{worker=\"w-gone\"} 0")) << text;
   EXPECT_TRUE(absl::StrContains(text, "caddie_workers{state=\"lost\"} 0")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-gone\",state=\"free\"} 2")) << text;
+  EXPECT_TRUE(absl::StrContains(text, "caddie_worker_gpus{worker=\"w-gone\",state=\"lost\"} 0")) << text;
 }
 
 TEST_F(SchedulerTest, NoMetricsMeansFailure_SilentJobIsKilledWithNoProgress) {
