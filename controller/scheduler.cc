@@ -560,15 +560,15 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
     return out.status();
   }
   const std::string& job_id = req.lease().job_id();
+  // After the events, which count (metrics, early stopping) even when the chunks are refused.
+  absl::Status logs_status;
   if (req.logs_size() > 0) {
-    // After the events: a batch whose chunks are refused still keeps its events.
     std::vector<v1::LogChunk> logs(req.logs().begin(), req.logs().end());
-    auto stored = store_->AppendLogs(req.worker_id(), job_id, req.lease().fencing_token(), logs, NowMs());
+    auto stored = store_->AppendLogs(req.worker_id(), job_id, req.lease().fencing_token(), logs);
+    logs_status = stored.status();
     if (!stored.ok()) {
       CountStale(stored.status());
-      return stored.status();
-    }
-    if (stored->dropped_bytes > 0) {
+    } else if (stored->dropped_bytes > 0) {
       spdlog::debug("job {}: {} oldest log bytes dropped (per-stream cap)", job_id, stored->dropped_bytes);
     }
   }
@@ -611,6 +611,7 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
   }
   if (resp.cancel() && resp.cancel_reason().empty()) resp.set_cancel_reason("cancelled");
   if (out->inserted > 0 || out->became_running) Notify(job_id);
+  if (!logs_status.ok()) return logs_status;
   return resp;
 }
 

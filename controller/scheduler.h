@@ -131,6 +131,8 @@ class Scheduler {
   absl::StatusOr<v1::LeaseJobResponse> LeaseJob(const v1::LeaseJobRequest& req);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& req);
   // FailedPrecondition + code stale_fencing_token for a replaced lease (counted).
+  // Stores the batch's events, then its log chunks (Store::AppendLogs); chunks
+  // the store refuses (InvalidArgument) fail the call, the events still count.
   absl::StatusOr<v1::ReportEventsResponse> ReportEvents(const v1::ReportEventsRequest& req);
   absl::StatusOr<v1::CompleteJobResponse> CompleteJob(const v1::CompleteJobRequest& req);
 

@@ -687,8 +687,7 @@ absl::StatusOr<AppendOutcome> SqliteStore::AppendEvents(const std::string& worke
 
 absl::StatusOr<LogAppendOutcome> SqliteStore::AppendLogs(const std::string& worker_id, const std::string& job_id,
                                                          int64_t fencing_token,
-                                                         const std::vector<v1::LogChunk>& chunks, int64_t now_ms) {
-  (void)now_ms;
+                                                         const std::vector<v1::LogChunk>& chunks) {
   absl::MutexLock l(&mu_);
   LogAppendOutcome out;
   Tx tx(this);

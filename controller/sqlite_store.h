@@ -68,8 +68,7 @@ class SqliteStore final : public Store {
                                              int64_t fencing_token, const std::vector<v1::Event>& events,
                                              int64_t now_ms) override;
   absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
-                                              int64_t fencing_token, const std::vector<v1::LogChunk>& chunks,
-                                              int64_t now_ms) override;
+                                              int64_t fencing_token, const std::vector<v1::LogChunk>& chunks) override;
   absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
                                    int64_t from_offset) override;
   absl::StatusOr<CompleteOutcome> CompleteJob(const Completion& c, int64_t now_ms, int32_t drain_after,

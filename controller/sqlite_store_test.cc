@@ -348,16 +348,15 @@ TEST_F(SqliteStoreTest, LogChunksReplayedOrOverlappingAreStoredOnceInOrder) {
   const std::string id = jobs[0].id();
   const std::vector<v1::LogChunk> batch1 = {Chunk(1, "stderr", 0, "r1 line 1\n"), Chunk(0, "stderr", 0, "r0\n"),
                                             Chunk(1, "stderr", 10, "r1 line 2\n")};
-  auto a = store_->AppendLogs("w1", id, 1, batch1, 2100);
+  auto a = store_->AppendLogs("w1", id, 1, batch1);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 23);
   // The spool replays the batch (the ack was lost), then sends the next one, which
   // overlaps the last bytes it had sent.
-  a = store_->AppendLogs("w1", id, 1, batch1, 2200);
+  a = store_->AppendLogs("w1", id, 1, batch1);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 0);
-  a = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 15, "ne 2\nr1 line 3\n"), Chunk(1, "stdout", 0, "out\n")},
-                         2300);
+  a = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 15, "ne 2\nr1 line 3\n"), Chunk(1, "stdout", 0, "out\n")});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 14);  // "r1 line 3\n" and "out\n"
 
@@ -384,7 +383,7 @@ TEST_F(SqliteStoreTest, LogChunksReplayedOrOverlappingAreStoredOnceInOrder) {
   Completion c{"w1", id, 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, "rank 1 exited", {}, false};
   ASSERT_TRUE(store_->CompleteJob(c, 2400, 3, 0).ok());
   Reopen();
-  a = store_->AppendLogs("w1", id, 1, batch1, 2500);
+  a = store_->AppendLogs("w1", id, 1, batch1);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 0);
   EXPECT_EQ(HeldText(*store_->ReadLogs(id, 1, "stderr", 0)), "r1 line 1\nr1 line 2\nr1 line 3\n");
@@ -395,10 +394,10 @@ TEST_F(SqliteStoreTest, LogChunksOfAnotherLeaseOrOfNoSuchStreamAreRefused) {
   Register("w1", 2);
   ASSERT_TRUE(store_->LeaseNext("w1", 2, 0, 2000, 100000).ok());
   const std::string id = jobs[0].id();
-  auto stale = store_->AppendLogs("w1", id, 7, {Chunk(1, "stderr", 0, "x")}, 2100);
+  auto stale = store_->AppendLogs("w1", id, 7, {Chunk(1, "stderr", 0, "x")});
   EXPECT_EQ(stale.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(ErrorCodeOf(stale.status()), kStaleFencingToken);
-  EXPECT_EQ(store_->AppendLogs("w2", id, 1, {Chunk(1, "stderr", 0, "x")}, 2100).status().code(),
+  EXPECT_EQ(store_->AppendLogs("w2", id, 1, {Chunk(1, "stderr", 0, "x")}).status().code(),
             absl::StatusCode::kFailedPrecondition);
   struct Bad {
     v1::LogChunk chunk;
@@ -409,7 +408,7 @@ TEST_F(SqliteStoreTest, LogChunksOfAnotherLeaseOrOfNoSuchStreamAreRefused) {
   for (const Bad& b : {Bad{Chunk(2, "stderr", 0, "x"), "rank 2"}, Bad{Chunk(-1, "stderr", 0, "x"), "rank -1"},
                        Bad{Chunk(1, "stdin", 0, "x"), "stdin"}, Bad{Chunk(0, "stdout", 0, "x"), "rank 0"},
                        Bad{Chunk(1, "stderr", -5, "x"), "-5"}, Bad{other_attempt, "attempt 2"}}) {
-    auto r = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 0, "good"), b.chunk}, 2100);
+    auto r = store_->AppendLogs("w1", id, 1, {Chunk(1, "stderr", 0, "good"), b.chunk});
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << b.names;
     EXPECT_TRUE(absl::StrContains(r.status().message(), b.names)) << r.status();
   }
@@ -432,7 +431,7 @@ TEST_F(SqliteStoreTest, EachStreamKeepsItsNewestBytesUpToTheCap) {
   int64_t offset = 0, dropped = 0;
   for (int i = 1; i <= 6; ++i) {
     const std::string line = "line " + std::to_string(i) + "\n";  // 7 bytes
-    auto a = store_->AppendLogs("w1", id, 1, {Chunk(0, "stderr", offset, line)}, 2000 + i);
+    auto a = store_->AppendLogs("w1", id, 1, {Chunk(0, "stderr", offset, line)});
     ASSERT_TRUE(a.ok()) << a.status();
     dropped += a->dropped_bytes;
     offset += static_cast<int64_t>(line.size());

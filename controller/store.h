@@ -177,8 +177,8 @@ class Store {
   // than stdout/stderr, rank 0's stdout (the events), a rank outside the job's
   // ranks, a negative offset or an attempt (non-zero) other than the lease's.
   virtual absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
-                                                      int64_t fencing_token, const std::vector<v1::LogChunk>& chunks,
-                                                      int64_t now_ms) = 0;
+                                                      int64_t fencing_token,
+                                                      const std::vector<v1::LogChunk>& chunks) = 0;
   // The held bytes of `stream` of `rank` in the job's current attempt that end
   // after `from_offset`. Nothing received yet: no chunks, offsets 0. NotFound
   // for an unknown job.
