@@ -82,10 +82,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-sweep-bytes", o.scheduler.max_sweep_json_bytes,
                  "Largest SubmitSweep sweep_json accepted, bytes (the gRPC message limit follows it)")
       ->check(CLI::Range(int64_t{1024}, int64_t{1} << 30));
+  // At most 16 MiB, so that a whole stream fits one GetJobLogs answer (the CLI takes 64 MiB).
   app.add_option("--log-bytes-per-stream", o.log_bytes_per_stream,
                  "Bytes kept of each rank's stderr (and stdout of ranks > 0), the newest; older ones are "
-                 "dropped (0 = keep all)")
-      ->check(CLI::NonNegativeNumber)
+                 "dropped (1 .. 16777216)")
+      ->check(CLI::Range(int64_t{1}, int64_t{16} << 20))
       ->capture_default_str();
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");

@@ -35,7 +35,7 @@ struct ControllerOptions {
   std::string tls_cert_pem;                 // both set = TLS
   std::string tls_key_pem;
   bool sqlite_synchronous_normal = false;
-  int64_t log_bytes_per_stream = int64_t{1} << 20;  // kept of each rank's stderr / stdout (0 = no cap)
+  int64_t log_bytes_per_stream = int64_t{1} << 20;  // kept of each rank's stderr / stdout (<= 0 = no cap)
   SchedulerOptions scheduler;
 };
 
