@@ -14,6 +14,7 @@
 #include "cli/interrupt.h"
 #include "cli/render.h"
 #include "cli/sweep_file.h"
+#include "common/log_streams.h"
 
 namespace caddie::cli {
 namespace {
@@ -164,7 +165,7 @@ struct ListArgs {
   int tail = 0;
   std::string reason;
   int rank = 0;                  // logs
-  std::string stream = "stdout";  // logs
+  std::string stream = log_streams::kStdout;  // logs
 };
 
 void RunSweeps(const GlobalOptions& g, const ListArgs& a) {
@@ -317,7 +318,7 @@ std::string FormatLogLine(const std::string& event_json, bool as_json) {
   }
   json ts = nullptr;
   if (j.is_object() && j.contains("time") && j["time"].is_number()) ts = j["time"];
-  return OutputLine(line, as_json, ts, 0, "stdout");
+  return OutputLine(line, as_json, ts, 0, log_streams::kStdout);
 }
 
 // A rank's stderr, or the stdout of a rank > 0: the log file as the controller
@@ -399,7 +400,7 @@ void RunStreamLogs(const GlobalOptions& g, const ListArgs& a, Client& client) {
 
 void RunLogs(const GlobalOptions& g, const ListArgs& a) {
   auto client = MakeClient(g);
-  if (a.rank != 0 || a.stream != "stdout") {
+  if (log_streams::SentAsChunks(a.rank, a.stream)) {
     RunStreamLogs(g, a, *client);
     return;
   }
@@ -585,7 +586,7 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   logs->add_option("--stream", la->stream,
                    "stdout or stderr; rank 0's stdout is the events, the others are the rank's log files "
                    "(the controller keeps the newest bytes of each)")
-      ->check(CLI::IsMember({"stdout", "stderr"}))
+      ->check(CLI::IsMember({log_streams::kStdout, log_streams::kStderr}))
       ->capture_default_str();
   logs->add_flag("--json", la->json, "One JSON object per line: ts (unix seconds; null for log files), rank, stream, line");
   logs->callback([&g, la] { RunLogs(g, *la); });
