@@ -158,7 +158,7 @@ TEST_F(SchedulerTest, SubmitLeaseEventsCompleteLeaderboardWithSpecDiff) {
 }
 
 TEST_F(SchedulerTest, JobLogsServesARanksStreamAndRefusesAStreamOrRankThatIsNot) {
-  auto sub = Submit(json{{"base", {{"iterations", 10}}}}, /*gpus=*/2);
+  Submit(json{{"base", {{"iterations", 10}}}}, /*gpus=*/2);
   Register("w1", 2);
   auto l = Lease("w1", 2);
   ASSERT_FALSE(l.job().id().empty());
