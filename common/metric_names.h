@@ -148,6 +148,13 @@ inline constexpr MetricDef kLeaderboardArtifactBytes{
     "caddie_leaderboard_artifact_bytes", MetricType::kGauge,
     "Artifact bytes (model + code) of the best results.", "sweep_id,job_id"};
 
+// Bytes of the trainer ranks' log files (stderr; stdout of ranks > 0) the
+// controller stores, all jobs and attempts. Bounded by --log-bytes-total
+// (plus what jobs not yet ended hold): past it the logs of the jobs that ended
+// longest ago are dropped.
+inline constexpr MetricDef kLogBytesStored{"caddie_log_bytes_stored", MetricType::kGauge,
+                                           "Bytes of trainer ranks' log files stored by the controller.", ""};
+
 // ---------------------------------------------------------------- worker
 
 // This worker's GPUs, "busy" (held by a running job) or "free".
@@ -193,7 +200,7 @@ inline constexpr const MetricDef* kControllerMetrics[] = {
     &kGrpcServerErrors, &kSqliteTransaction, &kWorkers,            &kWorkerHeartbeatAge,
     &kWorkerGpus,     &kWorkerDrained,      &kWorkerDrainedByHand, &kJobStep,            &kJobTrainLoss,        &kJobValBpb,
     &kJobTokensPerSecond, &kJobGpuMemory,   &kJobElapsed,          &kJobBudget,
-    &kLeaderboardValBpb, &kLeaderboardArtifactBytes};
+    &kLeaderboardValBpb, &kLeaderboardArtifactBytes, &kLogBytesStored};
 inline constexpr const MetricDef* kWorkerMetrics[] = {
     &kWorkerLocalGpus, &kWorkerRunningJobs, &kWorkerSpooledResults,
     &kWorkerSpoolWriteFailures, &kWorkerSpoolHeld, &kWorkerTrainerExits,

@@ -88,12 +88,23 @@ int main(int argc, char** argv) {
                  "dropped (1 .. 16777216)")
       ->check(CLI::Range(int64_t{1}, int64_t{16} << 20))
       ->capture_default_str();
+  app.add_option("--log-bytes-total", o.log_bytes_total,
+                 "Bytes of log files kept in all (every job, rank, stream and attempt); past it the logs of the "
+                 "jobs that ended longest ago are dropped (never a running job's, never events or results). "
+                 "At least --log-bytes-per-stream")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 50))
+      ->capture_default_str();
   app.add_flag("--sqlite-synchronous-normal", fast_sync,
                "synchronous=NORMAL: faster commits, survives a crash but not a power loss");
   app.add_option("--shutdown-grace", shutdown_grace,
                  "Seconds SIGTERM waits for in-flight calls and open streams before cancelling them")
       ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
+  if (o.log_bytes_total < o.log_bytes_per_stream) {
+    std::cerr << "caddie-controller: --log-bytes-total " << o.log_bytes_total
+              << " is less than --log-bytes-per-stream " << o.log_bytes_per_stream << ": one stream must fit\n";
+    return 2;
+  }
 
   if (port >= 0) {
     const size_t colon = listen.rfind(':');

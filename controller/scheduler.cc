@@ -84,7 +84,8 @@ struct Scheduler::Metrics {
         job_elapsed(r->AddGauge(metric_names::kJobElapsed).value()),
         job_budget(r->AddGauge(metric_names::kJobBudget).value()),
         lb_val(r->AddGauge(metric_names::kLeaderboardValBpb).value()),
-        lb_bytes(r->AddGauge(metric_names::kLeaderboardArtifactBytes).value()) {
+        lb_bytes(r->AddGauge(metric_names::kLeaderboardArtifactBytes).value()),
+        log_bytes(r->AddGauge(metric_names::kLogBytesStored).value()) {
     for (auto s : metric_names::kJobStates) jobs->WithLabels({s}).Set(0);
     for (auto s : metric_names::kFinalStates) finished->WithLabels({s});
     for (auto s : metric_names::kPendingReasons) pending->WithLabels({s}).Set(0);
@@ -93,6 +94,7 @@ struct Scheduler::Metrics {
     leases_expired->WithLabels({});
     stale->WithLabels({});
     lease_latency->WithLabels({});
+    log_bytes->WithLabels({}).Set(0);
   }
   void RemoveJob(const std::string& sweep, const std::string& job) {
     const metrics::LabelValues l = {sweep, job};
@@ -112,6 +114,7 @@ struct Scheduler::Metrics {
   metrics::GaugeFamily* worker_drained_by_hand;
   metrics::GaugeFamily *job_step, *job_loss, *job_val, *job_tps, *job_mem, *job_elapsed, *job_budget;
   metrics::GaugeFamily *lb_val, *lb_bytes;
+  metrics::GaugeFamily* log_bytes;
 };
 
 Scheduler::Scheduler(Store* store, metrics::Registry* registry, SchedulerOptions options)
@@ -417,6 +420,14 @@ absl::StatusOr<v1::GetJobLogsResponse> Scheduler::JobLogs(const v1::GetJobLogsRe
   if (req.has_from_offset() && req.from_offset() < 0) {
     return absl::InvalidArgumentError(absl::StrCat("from_offset must be >= 0, got ", req.from_offset()));
   }
+  if (req.attempt() < 0 || req.attempt() > job.attempt()) {
+    return absl::InvalidArgumentError(
+        job.attempt() == 0
+            ? absl::StrCat("attempt ", req.attempt(), " is out of range: job ", job.id(),
+                           " has not started an attempt yet (0 = the latest)")
+            : absl::StrCat("attempt ", req.attempt(), " is out of range: job ", job.id(), " has ", job.attempt(),
+                           " attempt(s), 1..", job.attempt(), " (0 = the latest)"));
+  }
   v1::GetJobLogsResponse resp;
   const std::string stream = req.stream().empty() ? log_streams::kStdout : req.stream();
   if (!log_streams::SentAsChunks(req.rank(), stream)) {
@@ -426,20 +437,23 @@ absl::StatusOr<v1::GetJobLogsResponse> Scheduler::JobLogs(const v1::GetJobLogsRe
           "from_offset applies to a rank's stderr or the stdout of a rank > 0; rank 0's stdout is the events "
           "(follow them with WatchJob)");
     }
-    ASSIGN_OR_RETURN(auto events, store_->TailEvents(job.id(), req.tail_lines() > 0 ? req.tail_lines() : 100));
+    ASSIGN_OR_RETURN(auto events,
+                     store_->TailEvents(job.id(), req.tail_lines() > 0 ? req.tail_lines() : 100, req.attempt()));
     std::string text;
     for (const auto& e : events) absl::StrAppend(&text, e.json(), "\n");
     resp.set_text(std::move(text));
+    resp.set_attempt(req.attempt() != 0 ? req.attempt() : job.attempt());
     return resp;
   }
-  ASSIGN_OR_RETURN(const LogRead held,
-                   store_->ReadLogs(job.id(), req.rank(), stream, req.has_from_offset() ? req.from_offset() : 0));
+  ASSIGN_OR_RETURN(const LogRead held, store_->ReadLogs(job.id(), req.attempt(), req.rank(), stream,
+                                                        req.has_from_offset() ? req.from_offset() : 0));
   LogText t = AssembleLog(held, req.has_from_offset() ? std::optional<int64_t>(req.from_offset()) : std::nullopt,
                           req.tail_lines());
   resp.set_text(std::move(t.text));
   resp.set_next_offset(t.next_offset);
   resp.set_dropped_bytes(t.dropped_bytes);
   resp.set_attempt(held.attempt);
+  resp.set_dropped_by_retention(held.dropped_by_retention);
   return resp;
 }
 
@@ -568,8 +582,15 @@ absl::StatusOr<v1::ReportEventsResponse> Scheduler::ReportEvents(const v1::Repor
     logs_status = stored.status();
     if (!stored.ok()) {
       CountStale(stored.status());
-    } else if (stored->dropped_bytes > 0) {
-      spdlog::debug("job {}: {} oldest log bytes dropped (per-stream cap)", job_id, stored->dropped_bytes);
+    } else {
+      if (stored->dropped_bytes > 0) {
+        spdlog::debug("job {}: {} oldest log bytes dropped (per-stream cap)", job_id, stored->dropped_bytes);
+      }
+      if (stored->retention_dropped_bytes > 0) {
+        spdlog::info("{} log bytes of the jobs that ended longest ago dropped (--log-bytes-total)",
+                     stored->retention_dropped_bytes);
+      }
+      metrics_->log_bytes->WithLabels({}).Set(static_cast<double>(store_->LogBytesHeld()));
     }
   }
   bool has_val = false;
@@ -757,6 +778,13 @@ absl::Status Scheduler::Tick() {
     spdlog::warn("job {}: no event within its silence limit; killing it (no_progress)", id);
     Notify(id);
   }
+  // Over the bound on stored log bytes (e.g. lowered since the last start, or
+  // held by jobs that have ended since): a bounded pass per tick.
+  ASSIGN_OR_RETURN(const LogTrimOutcome trimmed, store_->TrimLogs());
+  if (trimmed.dropped_bytes > 0) {
+    spdlog::info("{} log bytes of {} stream(s) of the jobs that ended longest ago dropped (--log-bytes-total)",
+                 trimmed.dropped_bytes, trimmed.streams);
+  }
   return RefreshPendingAndGauges();
 }
 
@@ -769,6 +797,7 @@ absl::Status Scheduler::RefreshPendingAndGauges() {
   }
   const int64_t queued = counts.count(v1::JOB_STATE_QUEUED) ? counts[v1::JOB_STATE_QUEUED] : 0;
   metrics_->queue_depth->WithLabels({}).Set(static_cast<double>(queued));
+  metrics_->log_bytes->WithLabels({}).Set(static_cast<double>(store_->LogBytesHeld()));
 
   std::map<std::string, WorkerState> workers;
   {

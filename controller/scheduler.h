@@ -116,12 +116,14 @@ class Scheduler {
   absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq, int limit) {
     return store_->ListEvents(job_id, after_seq, limit);
   }
-  // One output of the job's current attempt (GetJobLogsRequest): by default
-  // (rank 0, stream "" or "stdout") its last `tail_lines` events as text, one
-  // JSON line each (rank 0's stdout); a rank's stderr, or stdout of a rank > 0,
-  // as AssembleLog (job_logs.h) cuts what the store holds. NotFound for an
-  // unknown job; InvalidArgument naming the value for an unknown stream, a rank
-  // outside the job's ranks, a negative tail_lines or from_offset, or a
+  // One output of one attempt of the job (GetJobLogsRequest; attempt 0 = the
+  // current one): by default (rank 0, stream "" or "stdout") its last
+  // `tail_lines` events as text, one JSON line each (rank 0's stdout); a rank's
+  // stderr, or stdout of a rank > 0, as AssembleLog (job_logs.h) cuts what the
+  // store holds, with dropped_by_retention set when the bound on all log bytes
+  // dropped that stream. NotFound for an unknown job; InvalidArgument naming the
+  // value for an unknown stream, a rank outside the job's ranks, an attempt
+  // outside 0 .. the job's attempt, a negative tail_lines or from_offset, or a
   // from_offset asked of the events. A rank with no output yet: empty text.
   absl::StatusOr<v1::GetJobLogsResponse> JobLogs(const v1::GetJobLogsRequest& req);
 

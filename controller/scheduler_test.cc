@@ -225,6 +225,136 @@ TEST_F(SchedulerTest, JobLogsServesARanksStreamAndRefusesAStreamOrRankThatIsNot)
   EXPECT_EQ(sched_->JobLogs(gl).status().code(), absl::StatusCode::kNotFound);
 }
 
+// One chunk of rank 0's stderr for the lease, with one event.
+absl::Status ReportStderr(Scheduler& sched, const v1::LeaseJobResponse& l, int64_t seq, int64_t offset,
+                          const std::string& data) {
+  v1::ReportEventsRequest req;
+  req.set_worker_id("w1");
+  req.mutable_lease()->set_job_id(l.job().id());
+  req.mutable_lease()->set_fencing_token(l.fencing_token());
+  auto* e = req.add_events();
+  e->set_seq(seq);
+  e->set_type("start");
+  e->set_json(absl::StrCat(R"({"event":"start","attempt":)", l.job().attempt(), "}"));
+  auto* c = req.add_logs();
+  c->set_rank(0);
+  c->set_stream("stderr");
+  c->set_offset(offset);
+  c->set_data(data);
+  return sched.ReportEvents(req).status();
+}
+
+// GetJobLogs' attempt: 0 is the current attempt, N an earlier one (a crashed
+// run's stderr after its retry), beyond the job's attempts INVALID_ARGUMENT
+// naming it. Over the bound on all log bytes an ended job's streams say they
+// were dropped, while its events stay; caddie_log_bytes_stored follows.
+TEST_F(SchedulerTest, JobLogsReadsAnEarlierAttemptAndSaysWhenTheBoundDroppedIt) {
+  sched_.reset();
+  store_.reset();
+  SqliteStore::Options so;
+  so.log_bytes_per_stream = 1000;
+  so.log_bytes_total = 40;
+  auto s = SqliteStore::Open((dir_ / "bounded.db").string(), so);
+  ASSERT_TRUE(s.ok()) << s.status();
+  store_ = std::move(*s);
+  SchedulerOptions o;
+  o.tick_seconds = 0;
+  o.now_ms = [this] { return now_.load(); };
+  sched_ = std::make_unique<Scheduler>(store_.get(), &registry_, o);
+
+  auto sub = Submit({{"base", {{"iterations", 10}}}, {"axes", {{"num_layers", {4, 6}}}}}, /*gpus=*/0);
+  ASSERT_EQ(sub.jobs_size(), 2);
+  const std::string id = sub.jobs(0).id();
+  Register("w1", 0, /*cpu_slots=*/1);
+  v1::GetJobLogsRequest gl;
+  gl.set_job_id(id);
+  gl.set_stream("stderr");
+  gl.set_attempt(1);
+  auto r = sched_->JobLogs(gl);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "attempt 1 is out of range")) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "has not started an attempt yet")) << r.status();
+
+  auto l1 = Lease("w1", 0, 1);
+  ASSERT_EQ(l1.job().id(), id);
+  ASSERT_TRUE(ReportStderr(*sched_, l1, 1, 0, "attempt 1: Segmentation fault\n").ok());  // 30 bytes
+  auto done = Complete("w1", id, l1.fencing_token(), v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, 0, true);
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_TRUE(absl::StrContains(registry_.Render(), "caddie_log_bytes_stored 30\n")) << registry_.Render();
+  now_ += 61'000;  // past the retry's avoidance of w1
+  auto l2 = Lease("w1", 0, 1);
+  ASSERT_EQ(l2.job().id(), id);
+  ASSERT_EQ(l2.job().attempt(), 2);
+  ASSERT_TRUE(ReportStderr(*sched_, l2, 1, 0, "attempt 2 runs\n").ok());  // 15 bytes: 45 held, over 40,
+  // but nothing has ended: all is kept.
+  EXPECT_EQ(store_->LogBytesHeld(), 45);
+
+  gl.set_attempt(0);
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text(), "attempt 2 runs\n");
+  EXPECT_EQ(r->attempt(), 2);
+  gl.set_attempt(1);
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->text(), "attempt 1: Segmentation fault\n");
+  EXPECT_EQ(r->attempt(), 1);
+  EXPECT_FALSE(r->dropped_by_retention());
+  gl.set_from_offset(11);  // following attempt 1 from an offset
+  EXPECT_EQ(sched_->JobLogs(gl)->text(), "Segmentation fault\n");
+  gl.clear_from_offset();
+  for (int bad : {3, -1}) {
+    gl.set_attempt(bad);
+    r = sched_->JobLogs(gl);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), absl::StrCat("attempt ", bad, " is out of range: job ", id,
+                                                                     " has 2 attempt(s), 1..2")))
+        << r.status();
+  }
+  // Rank 0's stdout (the events) by attempt too.
+  v1::GetJobLogsRequest events;
+  events.set_job_id(id);
+  events.set_attempt(1);
+  EXPECT_EQ(sched_->JobLogs(events)->text(), "{\"event\":\"start\",\"attempt\":1}\n");
+  events.set_attempt(0);
+  EXPECT_EQ(sched_->JobLogs(events)->text(), "{\"event\":\"start\",\"attempt\":2}\n");
+
+  // The first job ends; the second's bytes put the total over 40: the first
+  // job's streams go, oldest attempt first, only as far as the bound needs;
+  // its events and result stay.
+  ASSERT_TRUE(Complete("w1", id, l2.fencing_token(), v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED, 1.25).ok());
+  auto l3 = Lease("w1", 0, 1);
+  ASSERT_EQ(l3.job().id(), sub.jobs(1).id());
+  ASSERT_TRUE(ReportStderr(*sched_, l3, 1, 0, "second job\n").ok());  // 11 bytes: 56, attempt 1 goes
+  EXPECT_EQ(store_->LogBytesHeld(), 26);
+  EXPECT_TRUE(absl::StrContains(registry_.Render(), "caddie_log_bytes_stored 26\n")) << registry_.Render();
+  gl.set_attempt(1);
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->dropped_by_retention());
+  EXPECT_EQ(r->text(), "");
+  EXPECT_EQ(r->dropped_bytes(), 30);
+  EXPECT_EQ(r->next_offset(), 30);
+  gl.set_attempt(2);
+  EXPECT_EQ(sched_->JobLogs(gl)->text(), "attempt 2 runs\n");
+  ASSERT_TRUE(ReportStderr(*sched_, l3, 2, 11, std::string(19, 'y') + "\n").ok());  // 46: attempt 2 goes
+  EXPECT_EQ(store_->LogBytesHeld(), 31);
+  r = sched_->JobLogs(gl);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->dropped_by_retention());
+  EXPECT_EQ(r->text(), "");
+  EXPECT_EQ(r->dropped_bytes(), 15);
+  EXPECT_EQ(sched_->JobLogs(events)->text(), "{\"event\":\"start\",\"attempt\":2}\n");
+  EXPECT_DOUBLE_EQ(sched_->GetJob(id)->result().val_bpb_post_quant(), 1.25);
+  gl.set_job_id(l3.job().id());
+  gl.set_attempt(0);
+  r = sched_->JobLogs(gl);
+  EXPECT_EQ(r->text(), "second job\n" + std::string(19, 'y') + "\n");
+  EXPECT_FALSE(r->dropped_by_retention());
+  ASSERT_TRUE(sched_->Tick().ok());
+  EXPECT_TRUE(absl::StrContains(registry_.Render(), "caddie_log_bytes_stored 31\n"));
+}
+
 TEST_F(SchedulerTest, InvalidTrainerKeyIsRejectedNamingJobAndKey) {
   v1::SubmitSweepRequest req;
   req.mutable_spec()->set_sweep_json(json({{"axes", {{"num_layerz", {1, 2}}}}}).dump());

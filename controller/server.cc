@@ -26,8 +26,13 @@ absl::StatusOr<std::unique_ptr<Controller>> Controller::Start(ControllerOptions 
   SqliteStore::Options so;
   so.synchronous_normal = options.sqlite_synchronous_normal;
   so.log_bytes_per_stream = options.log_bytes_per_stream;
+  so.log_bytes_total = options.log_bytes_total;
   so.on_transaction = [txn](double s) { txn->WithLabels({}).Observe(s); };
   ASSIGN_OR_RETURN(c->store_, SqliteStore::Open(options.db_path, std::move(so)));
+  if (auto wrong = c->store_->repaired_log_bytes_counter()) {
+    spdlog::warn("database {}: the counter of stored log bytes said {}, the streams hold {}; set right",
+                 options.db_path, *wrong, c->store_->LogBytesHeld());
+  }
   c->scheduler_ = std::make_unique<Scheduler>(c->store_.get(), &c->registry_, options.scheduler);
   c->user_service_ = std::make_unique<UserServiceImpl>(c->scheduler_.get(), options.tokens);
   c->worker_service_ = std::make_unique<WorkerServiceImpl>(c->scheduler_.get(), options.tokens);

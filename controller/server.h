@@ -36,6 +36,7 @@ struct ControllerOptions {
   std::string tls_key_pem;
   bool sqlite_synchronous_normal = false;
   int64_t log_bytes_per_stream = int64_t{1} << 20;  // kept of each rank's stderr / stdout (<= 0 = no cap)
+  int64_t log_bytes_total = int64_t{2} << 30;       // all log bytes kept (ended jobs' go, oldest first; <= 0 = no bound)
   SchedulerOptions scheduler;
 };
 

@@ -134,6 +134,17 @@ CREATE TABLE log_streams(
   held_bytes INTEGER NOT NULL,
   PRIMARY KEY(job_id, attempt, rank, stream)) WITHOUT ROWID;
 )sql",
+      // 6: the bound on all stored log bytes: a counter row kept in each
+      // transaction, each job's held bytes, the ended jobs holding logs in the
+      // order they ended, and which streams the bound emptied.
+      R"sql(
+ALTER TABLE jobs ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE log_streams ADD COLUMN retention_dropped INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET log_bytes = (SELECT COALESCE(SUM(held_bytes), 0) FROM log_streams s WHERE s.job_id = jobs.id);
+CREATE TABLE log_totals(id INTEGER PRIMARY KEY CHECK(id = 1), held_bytes INTEGER NOT NULL);
+INSERT INTO log_totals(id, held_bytes) SELECT 1, COALESCE(SUM(held_bytes), 0) FROM log_streams;
+CREATE INDEX jobs_logs_ended ON jobs(finished_ms) WHERE log_bytes > 0 AND finished_ms > 0;
+)sql",
   };
   return m;
 }
@@ -272,6 +283,7 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string
                                                                  : "PRAGMA synchronous=FULL"));
   RETURN_IF_ERROR(store->Exec("PRAGMA foreign_keys=ON"));
   RETURN_IF_ERROR(store->Migrate());
+  RETURN_IF_ERROR(store->CheckLogBytesCounterLocked());
   return store;
 }
 
@@ -710,6 +722,7 @@ absl::StatusOr<LogAppendOutcome> SqliteStore::AppendLogs(const std::string& work
     RETURN_IF_ERROR(tx.Commit());
     return out;
   }
+  int64_t held_delta = 0;
   std::set<std::pair<int32_t, std::string>> touched;
   for (const auto& c : chunks) {
     int64_t end = 0, held = 0;
@@ -751,8 +764,146 @@ absl::StatusOr<LogAppendOutcome> SqliteStore::AppendLogs(const std::string& work
                      CapLogStreamLocked(job_id, lease.attempt, rank, stream, options_.log_bytes_per_stream));
     out.dropped_bytes += dropped;
   }
+  RETURN_IF_ERROR(AddHeldLogBytesLocked(job_id, out.inserted_bytes - out.dropped_bytes, &held_delta));
+  if (options_.log_bytes_total > 0 && log_bytes_held_ + held_delta > options_.log_bytes_total) {
+    ASSIGN_OR_RETURN(const LogTrimOutcome trimmed, TrimLogsLocked(&held_delta));
+    out.retention_dropped_bytes = trimmed.dropped_bytes;
+  }
   RETURN_IF_ERROR(tx.Commit());
+  log_bytes_held_ += held_delta;
   return out;
+}
+
+absl::Status SqliteStore::AddHeldLogBytesLocked(const std::string& job_id, int64_t delta, int64_t* held_delta) {
+  if (delta == 0) return absl::OkStatus();
+  {
+    STMT(u, "UPDATE jobs SET log_bytes = log_bytes + ?2 WHERE id = ?1");
+    RETURN_IF_ERROR(u.Bind(1, job_id).Bind(2, delta).Run());
+  }
+  STMT(u, "UPDATE log_totals SET held_bytes = held_bytes + ?1 WHERE id = 1");
+  RETURN_IF_ERROR(u.Bind(1, delta).Run());
+  *held_delta += delta;
+  return absl::OkStatus();
+}
+
+namespace {
+// Streams one TrimLogs pass empties at most (an 8-rank job has 15 per attempt):
+// each is at most --log-bytes-per-stream bytes, so a pass stays short.
+constexpr int kTrimStreamsPerPass = 32;
+}  // namespace
+
+absl::StatusOr<LogTrimOutcome> SqliteStore::TrimLogsLocked(int64_t* held_delta) {
+  LogTrimOutcome out;
+  const int64_t bound = options_.log_bytes_total;
+  int64_t held = log_bytes_held_ + *held_delta;
+  // Each round empties a stream or sets one job's count right, so the pass ends.
+  for (int round = 0; bound > 0 && held > bound && out.streams < kTrimStreamsPerPass && round < kTrimStreamsPerPass;
+       ++round) {
+    std::string job_id;
+    {
+      // finished_ms is set exactly when a job reaches a final state (a retry
+      // leaves it 0). "+state": the state index would scan every ended job;
+      // jobs_logs_ended holds only those with logs, in the order they ended.
+      STMT(q, "SELECT id FROM jobs WHERE log_bytes > 0 AND finished_ms > 0 AND +state IN (4, 5, 6, 7) "
+              "ORDER BY finished_ms, seq LIMIT 1");
+      ASSIGN_OR_RETURN(bool row, q.Step());
+      if (!row) break;  // what is held belongs to jobs that have not ended
+      job_id = q.Text(0);
+    }
+    struct Held {
+      int32_t attempt = 0, rank = 0;
+      std::string stream;
+      int64_t bytes = 0;
+    };
+    std::vector<Held> streams;
+    {
+      STMT(q, "SELECT attempt, rank, stream, held_bytes FROM log_streams WHERE job_id = ?1 AND held_bytes > 0 "
+              "ORDER BY attempt, rank, stream LIMIT ?2");
+      q.Bind(1, job_id).Bind(2, kTrimStreamsPerPass - out.streams);
+      for (;;) {
+        ASSIGN_OR_RETURN(bool row, q.Step());
+        if (!row) break;
+        streams.push_back(Held{static_cast<int32_t>(q.Int(0)), static_cast<int32_t>(q.Int(1)), q.Text(2), q.Int(3)});
+      }
+    }
+    if (streams.empty()) {
+      // The job's count names bytes none of its streams holds: set it right.
+      STMT(u, "UPDATE jobs SET log_bytes = 0 WHERE id = ?1");
+      RETURN_IF_ERROR(u.Bind(1, job_id).Run());
+      continue;
+    }
+    for (const Held& h : streams) {
+      if (held <= bound) break;
+      {
+        STMT(d, "DELETE FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4");
+        RETURN_IF_ERROR(d.Bind(1, job_id).Bind(2, h.attempt).Bind(3, h.rank).Bind(4, h.stream).Run());
+      }
+      {
+        STMT(u, "UPDATE log_streams SET held_bytes = 0, retention_dropped = 1 WHERE job_id = ?1 AND attempt = ?2 "
+                "AND rank = ?3 AND stream = ?4");
+        RETURN_IF_ERROR(u.Bind(1, job_id).Bind(2, h.attempt).Bind(3, h.rank).Bind(4, h.stream).Run());
+      }
+      RETURN_IF_ERROR(AddHeldLogBytesLocked(job_id, -h.bytes, held_delta));
+      held -= h.bytes;
+      out.dropped_bytes += h.bytes;
+      ++out.streams;
+    }
+  }
+  out.held_bytes = held;
+  return out;
+}
+
+absl::StatusOr<LogTrimOutcome> SqliteStore::TrimLogs() {
+  absl::MutexLock l(&mu_);
+  LogTrimOutcome out;
+  out.held_bytes = log_bytes_held_;
+  if (options_.log_bytes_total <= 0 || log_bytes_held_ <= options_.log_bytes_total) return out;
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  int64_t held_delta = 0;
+  ASSIGN_OR_RETURN(out, TrimLogsLocked(&held_delta));
+  RETURN_IF_ERROR(tx.Commit());
+  log_bytes_held_ += held_delta;
+  return out;
+}
+
+int64_t SqliteStore::LogBytesHeld() {
+  absl::MutexLock l(&mu_);
+  return log_bytes_held_;
+}
+
+absl::Status SqliteStore::CheckLogBytesCounterLocked() {
+  std::optional<int64_t> counter;
+  int64_t sum = 0;
+  {
+    STMT(q, "SELECT held_bytes FROM log_totals WHERE id = 1");
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) counter = q.Int(0);
+  }
+  {
+    STMT(q, "SELECT COALESCE(SUM(held_bytes), 0) FROM log_streams");
+    ASSIGN_OR_RETURN(bool row, q.Step());
+    if (row) sum = q.Int(0);
+  }
+  if (counter == sum) {
+    log_bytes_held_ = sum;
+    return absl::OkStatus();
+  }
+  Tx tx(this);
+  RETURN_IF_ERROR(tx.Begin());
+  {
+    STMT(u, "INSERT OR REPLACE INTO log_totals(id, held_bytes) VALUES(1, ?1)");
+    RETURN_IF_ERROR(u.Bind(1, sum).Run());
+  }
+  {
+    STMT(u, "UPDATE jobs SET log_bytes = (SELECT COALESCE(SUM(held_bytes), 0) FROM log_streams s "
+            "WHERE s.job_id = jobs.id)");
+    RETURN_IF_ERROR(u.Run());
+  }
+  RETURN_IF_ERROR(tx.Commit());
+  repaired_log_bytes_counter_ = counter.value_or(0);
+  log_bytes_held_ = sum;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<int64_t> SqliteStore::CapLogStreamLocked(const std::string& job_id, int32_t attempt, int32_t rank,
@@ -801,8 +952,8 @@ absl::StatusOr<int64_t> SqliteStore::CapLogStreamLocked(const std::string& job_i
   return dropped;
 }
 
-absl::StatusOr<LogRead> SqliteStore::ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
-                                              int64_t from_offset) {
+absl::StatusOr<LogRead> SqliteStore::ReadLogs(const std::string& job_id, int32_t attempt, int32_t rank,
+                                              const std::string& stream, int64_t from_offset) {
   absl::MutexLock l(&mu_);
   LogRead out;
   {
@@ -810,17 +961,18 @@ absl::StatusOr<LogRead> SqliteStore::ReadLogs(const std::string& job_id, int32_t
     q.Bind(1, job_id);
     ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return absl::NotFoundError(absl::StrCat("no job '", Truncated(job_id), "'"));
-    out.attempt = static_cast<int32_t>(q.Int(0));
+    out.attempt = attempt != 0 ? attempt : static_cast<int32_t>(q.Int(0));
   }
   {
     STMT(q, "SELECT end_offset, (SELECT MIN(byte_offset) FROM log_chunks c WHERE c.job_id = s.job_id AND "
-            "c.attempt = s.attempt AND c.rank = s.rank AND c.stream = s.stream) FROM log_streams s "
-            "WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4");
+            "c.attempt = s.attempt AND c.rank = s.rank AND c.stream = s.stream), retention_dropped "
+            "FROM log_streams s WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND stream = ?4");
     q.Bind(1, job_id).Bind(2, out.attempt).Bind(3, rank).Bind(4, stream);
     ASSIGN_OR_RETURN(bool row, q.Step());
     if (!row) return out;  // nothing received yet
     out.end_offset = q.Int(0);
     out.held_from = q.IsNull(1) ? out.end_offset : q.Int(1);
+    out.dropped_by_retention = q.Int(2) != 0;
   }
   STMT(q, "SELECT byte_offset, data FROM log_chunks WHERE job_id = ?1 AND attempt = ?2 AND rank = ?3 AND "
           "stream = ?4 AND byte_offset + length(data) > ?5 ORDER BY byte_offset");
@@ -1147,12 +1299,13 @@ absl::StatusOr<std::vector<v1::Event>> SqliteStore::ListEvents(const std::string
   return out;
 }
 
-absl::StatusOr<std::vector<v1::Event>> SqliteStore::TailEvents(const std::string& job_id, int n) {
+absl::StatusOr<std::vector<v1::Event>> SqliteStore::TailEvents(const std::string& job_id, int n,
+                                                              int32_t attempt) {
   absl::MutexLock l(&mu_);
   STMT(q,
        "SELECT e.seq, e.type, e.step, e.time_unix, e.json, e.attempt FROM events e JOIN jobs j ON j.id = e.job_id "
-       "WHERE e.job_id = ?1 AND e.attempt = j.attempt ORDER BY e.seq DESC LIMIT ?2");
-  q.Bind(1, job_id).Bind(2, n > 0 ? n : 100);
+       "WHERE e.job_id = ?1 AND e.attempt = (CASE ?3 WHEN 0 THEN j.attempt ELSE ?3 END) ORDER BY e.seq DESC LIMIT ?2");
+  q.Bind(1, job_id).Bind(2, n > 0 ? n : 100).Bind(3, attempt);
   std::vector<v1::Event> out;
   for (;;) {
     ASSIGN_OR_RETURN(bool row, q.Step());

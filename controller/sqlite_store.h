@@ -37,6 +37,9 @@ class SqliteStore final : public Store {
     int busy_timeout_ms = 5000;
     // Bytes kept of each rank's log stream (AppendLogs drops the oldest past it); <= 0: no cap.
     int64_t log_bytes_per_stream = int64_t{1} << 20;
+    // Bound on all stored log bytes (TrimLogs drops ended jobs' logs, oldest
+    // ended first, past it); <= 0: no bound.
+    int64_t log_bytes_total = int64_t{2} << 30;
     // Called with each write transaction's duration in seconds (metrics).
     std::function<void(double)> on_transaction;
   };
@@ -49,6 +52,10 @@ class SqliteStore final : public Store {
 
   // Schema version after migrations.
   int schema_version() const { return schema_version_; }
+  // Open checks the counter of held log bytes against the sum over every
+  // stream; when they differed (the file was edited by hand, or restored in
+  // part) it set the counters right and this is the value it found. nullopt: it was right.
+  std::optional<int64_t> repaired_log_bytes_counter() const { return repaired_log_bytes_counter_; }
 
   absl::StatusOr<std::pair<v1::Sweep, std::vector<v1::Job>>> CreateSweep(const v1::SweepSpec& spec,
                                                                          const std::vector<NewJob>& jobs,
@@ -69,8 +76,10 @@ class SqliteStore final : public Store {
                                              int64_t now_ms) override;
   absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
                                               int64_t fencing_token, const std::vector<v1::LogChunk>& chunks) override;
-  absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
-                                   int64_t from_offset) override;
+  absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t attempt, int32_t rank,
+                                   const std::string& stream, int64_t from_offset) override;
+  absl::StatusOr<LogTrimOutcome> TrimLogs() override;
+  int64_t LogBytesHeld() override;
   absl::StatusOr<CompleteOutcome> CompleteJob(const Completion& c, int64_t now_ms, int32_t drain_after,
                                               int64_t avoid_ms) override;
   absl::StatusOr<std::vector<ExpiredLease>> ExpireLeases(int64_t now_ms) override;
@@ -83,7 +92,7 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::map<int32_t, int64_t>> QueuedByGpus() override;
   absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq,
                                                     int limit) override;
-  absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n) override;
+  absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n, int32_t attempt) override;
   absl::StatusOr<std::vector<ValPoint>> SweepValPoints(const std::string& sweep_id) override;
   absl::StatusOr<std::vector<v1::Job>> BestJobs(const std::string& sweep_id, int limit) override;
   absl::StatusOr<WorkerRecord> RegisterWorker(const v1::Worker& worker, int64_t now_ms) override;
@@ -129,19 +138,33 @@ class SqliteStore final : public Store {
   };
   absl::StatusOr<ReportedLease> CheckReportLocked(const std::string& worker_id, const std::string& job_id,
                                                   int64_t fencing_token) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops the oldest bytes of one stream until at most `cap` are held; returns how many went.
+  // Drops the oldest bytes of one stream until at most `cap` are held; returns
+  // how many went (the caller counts them in AddHeldLogBytesLocked).
   absl::StatusOr<int64_t> CapLogStreamLocked(const std::string& job_id, int32_t attempt, int32_t rank,
                                              const std::string& stream, int64_t cap)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: a transaction. Adds `delta` to the job's held log bytes and to
+  // the total counter row, and to *held_delta, which the caller adds to
+  // log_bytes_held_ once the transaction commits.
+  absl::Status AddHeldLogBytesLocked(const std::string& job_id, int64_t delta, int64_t* held_delta)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // REQUIRES: a transaction. TrimLogs' bounded pass; *held_delta as above.
+  absl::StatusOr<LogTrimOutcome> TrimLogsLocked(int64_t* held_delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // At Open: loads log_bytes_held_ from the counter row after checking it (and
+  // each job's) against the streams' sum, setting them right when they differ.
+  absl::Status CheckLogBytesCounterLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CancelJobLocked(const std::string& job_id, const std::string& reason, v1::ExitReason exit_reason,
                                int64_t now_ms) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   int schema_version_ = 0;
+  std::optional<int64_t> repaired_log_bytes_counter_;  // set by Open only
 
   absl::Mutex mu_;
   sqlite3* const db_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, sqlite3_stmt*> stmts_ ABSL_GUARDED_BY(mu_);
+  // The log_totals row as last committed (TrimLogs reads it, not the table).
+  int64_t log_bytes_held_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace caddie::controller

@@ -69,10 +69,10 @@ class SqliteStoreTest : public ::testing::Test {
 };
 
 TEST_F(SqliteStoreTest, MigrationsAreVersionedAndIdempotent) {
-  EXPECT_EQ(store_->schema_version(), 5);
+  EXPECT_EQ(store_->schema_version(), 6);
   MakeSweep(2);
   Reopen();
-  EXPECT_EQ(store_->schema_version(), 5);
+  EXPECT_EQ(store_->schema_version(), 6);
   auto jobs = store_->ListJobs("", {}, 0);
   ASSERT_TRUE(jobs.ok());
   EXPECT_EQ(jobs->size(), 2u);
@@ -248,7 +248,7 @@ TEST_F(SqliteStoreTest, DrainByHandRecordsWhoWhenWhyKeepsRunningJobsAndSurvivesR
   ASSERT_TRUE(ws.ok());
   ASSERT_EQ(ws->size(), 1u);
   EXPECT_EQ(DrainRecord((*ws)[0].worker), "drained|swap the PSU|alice@ops (ipv4:10.0.0.1:5000)|2000");
-  EXPECT_EQ(store_->schema_version(), 5);
+  EXPECT_EQ(store_->schema_version(), 6);
 }
 
 TEST_F(SqliteStoreTest, UndrainClearsTheDrainAndTheStreakAndIsIdempotent) {
@@ -360,24 +360,24 @@ TEST_F(SqliteStoreTest, LogChunksReplayedOrOverlappingAreStoredOnceInOrder) {
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 14);  // "r1 line 3\n" and "out\n"
 
-  auto r = store_->ReadLogs(id, 1, "stderr", 0);
+  auto r = store_->ReadLogs(id, 0, 1, "stderr", 0);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(HeldText(*r), "r1 line 1\nr1 line 2\nr1 line 3\n");
   EXPECT_EQ(r->end_offset, 30);
   EXPECT_EQ(r->held_from, 0);
   EXPECT_EQ(r->attempt, 1);
-  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 0, "stderr", 0)), "r0\n");
-  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 1, "stdout", 0)), "out\n");
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 0, 0, "stderr", 0)), "r0\n");
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 0, 1, "stdout", 0)), "out\n");
   // From an offset: the chunks that end after it.
-  r = store_->ReadLogs(id, 1, "stderr", 20);
+  r = store_->ReadLogs(id, 0, 1, "stderr", 20);
   ASSERT_EQ(r->chunks.size(), 1u);
   EXPECT_EQ(r->chunks[0].offset(), 20);
   // A rank with no output yet: nothing, not an error.
-  r = store_->ReadLogs(id, 0, "stdout", 0);
+  r = store_->ReadLogs(id, 0, 0, "stdout", 0);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->chunks.empty());
   EXPECT_EQ(r->end_offset, 0);
-  EXPECT_EQ(store_->ReadLogs("s404-j0", 0, "stderr", 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->ReadLogs("s404-j0", 0, 0, "stderr", 0).status().code(), absl::StatusCode::kNotFound);
 
   // Survives a restart; a replay after the completion stores nothing new.
   Completion c{"w1", id, 1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, "rank 1 exited", {}, false};
@@ -386,7 +386,7 @@ TEST_F(SqliteStoreTest, LogChunksReplayedOrOverlappingAreStoredOnceInOrder) {
   a = store_->AppendLogs("w1", id, 1, batch1);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->inserted_bytes, 0);
-  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 1, "stderr", 0)), "r1 line 1\nr1 line 2\nr1 line 3\n");
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 0, 1, "stderr", 0)), "r1 line 1\nr1 line 2\nr1 line 3\n");
 }
 
 TEST_F(SqliteStoreTest, LogChunksOfAnotherLeaseOrOfNoSuchStreamAreRefused) {
@@ -413,7 +413,7 @@ TEST_F(SqliteStoreTest, LogChunksOfAnotherLeaseOrOfNoSuchStreamAreRefused) {
     EXPECT_TRUE(absl::StrContains(r.status().message(), b.names)) << r.status();
   }
   // Nothing of a refused batch was stored.
-  EXPECT_TRUE(store_->ReadLogs(id, 1, "stderr", 0)->chunks.empty());
+  EXPECT_TRUE(store_->ReadLogs(id, 0, 1, "stderr", 0)->chunks.empty());
 }
 
 TEST_F(SqliteStoreTest, EachStreamKeepsItsNewestBytesUpToTheCap) {
@@ -438,11 +438,202 @@ TEST_F(SqliteStoreTest, EachStreamKeepsItsNewestBytesUpToTheCap) {
     all += line;
   }
   EXPECT_EQ(dropped, 42 - 25);
-  auto r = store_->ReadLogs(id, 0, "stderr", 0);
+  auto r = store_->ReadLogs(id, 0, 0, "stderr", 0);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(HeldText(*r), all.substr(42 - 25));  // the newest 25 bytes, cut inside "line 3"
   EXPECT_EQ(r->held_from, 17);
   EXPECT_EQ(r->end_offset, 42);
+}
+
+// A store whose streams keep at most 1000 bytes each and `total` bytes in all.
+std::unique_ptr<SqliteStore> OpenBounded(const fs::path& db, int64_t total) {
+  SqliteStore::Options o;
+  o.log_bytes_per_stream = 1000;
+  o.log_bytes_total = total;
+  auto s = SqliteStore::Open(db.string(), o);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+// Leases the next job to w1 (one CPU slot): its fencing token (0 on failure).
+int64_t LeaseOne(SqliteStore& store, int64_t now_ms) {
+  auto l = store.LeaseNext("w1", 0, 1, now_ms, 1000000);
+  EXPECT_TRUE(l.ok() && l->has_value()) << (l.ok() ? "nothing to lease" : l.status().ToString());
+  return l.ok() && l->has_value() ? (*l)->job.fencing_token() : 0;
+}
+
+// One event and `n` bytes of rank 0's stderr for the lease.
+void Report(SqliteStore& store, const std::string& id, int64_t token, int n, int64_t offset = 0) {
+  v1::Event e;
+  e.set_seq(offset + 1);
+  e.set_type("step");
+  e.set_json("{\"event\":\"step\"}");
+  ASSERT_TRUE(store.AppendEvents("w1", id, token, {e}, 2000).ok());
+  auto a = store.AppendLogs("w1", id, token, {Chunk(0, "stderr", offset, std::string(static_cast<size_t>(n), 'x'))});
+  ASSERT_TRUE(a.ok()) << a.status();
+}
+
+void Succeed(SqliteStore& store, const std::string& id, int64_t token, int64_t now_ms) {
+  v1::Result result;
+  result.set_steps(10);
+  result.set_val_bpb_post_quant(1.5);
+  result.set_artifact_bytes(1000);
+  result.set_within_budget(true);
+  Completion c{"w1", id, token, v1::JOB_STATE_SUCCEEDED, v1::EXIT_REASON_COMPLETED, "", result, false};
+  ASSERT_TRUE(store.CompleteJob(c, now_ms, 3, 0).ok());
+}
+
+// Over --log-bytes-total, the logs of the jobs that ended longest ago go first
+// (not those that started first), never a running job's, never events or
+// results; a dropped stream says so and keeps its length.
+TEST_F(SqliteStoreTest, TotalBoundDropsTheLogsOfTheJobsThatEndedLongestAgoFirst) {
+  store_ = OpenBounded(dir_ / "caddie.db", 300);
+  ASSERT_NE(store_, nullptr);
+  auto jobs = MakeSweep(4, /*gpus=*/0);
+  Register("w1", 0);
+  const std::string a = jobs[0].id(), b = jobs[1].id(), c = jobs[2].id(), d = jobs[3].id();
+  // a, b and c run together; they end b, a, c; d runs on.
+  const int64_t ta = LeaseOne(*store_, 2000), tb = LeaseOne(*store_, 2000), tc = LeaseOne(*store_, 2000);
+  const int64_t td = LeaseOne(*store_, 2000);
+  Report(*store_, a, ta, 100);
+  Report(*store_, b, tb, 100);
+  Report(*store_, c, tc, 100);
+  Report(*store_, d, td, 0);  // an event, no log bytes yet
+  Succeed(*store_, b, tb, 3000);
+  Succeed(*store_, a, ta, 4000);
+  Succeed(*store_, c, tc, 5000);
+  EXPECT_EQ(store_->LogBytesHeld(), 300);  // at the bound, not over it: nothing goes
+  EXPECT_EQ(store_->TrimLogs()->dropped_bytes, 0);
+
+  // d's 150 bytes put 450 over 300: b (ended first), then a, go.
+  auto out = store_->AppendLogs("w1", d, td, {Chunk(0, "stderr", 0, std::string(150, 'd'))});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->inserted_bytes, 150);
+  EXPECT_EQ(out->retention_dropped_bytes, 200);
+  EXPECT_EQ(store_->LogBytesHeld(), 250);
+  for (const std::string& gone : {b, a}) {
+    auto r = store_->ReadLogs(gone, 0, 0, "stderr", 0);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(r->dropped_by_retention) << gone;
+    EXPECT_TRUE(r->chunks.empty()) << gone;
+    EXPECT_EQ(r->end_offset, 100) << gone;
+    EXPECT_EQ(r->held_from, 100) << gone;
+  }
+  auto kept = store_->ReadLogs(c, 0, 0, "stderr", 0);
+  EXPECT_FALSE(kept->dropped_by_retention);
+  EXPECT_EQ(HeldText(*kept), std::string(100, 'x'));
+  // The running job's own bytes over the bound: c goes; d's are never dropped.
+  out = store_->AppendLogs("w1", d, td, {Chunk(0, "stderr", 150, std::string(200, 'd'))});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->retention_dropped_bytes, 100);
+  EXPECT_TRUE(store_->ReadLogs(c, 0, 0, "stderr", 0)->dropped_by_retention);
+  EXPECT_EQ(HeldText(*store_->ReadLogs(d, 0, 0, "stderr", 0)), std::string(350, 'd'));
+  EXPECT_EQ(store_->LogBytesHeld(), 350);
+  EXPECT_EQ(store_->TrimLogs()->dropped_bytes, 0);  // only d holds logs, and it runs
+  // Events and results of the jobs whose logs went are all there.
+  for (const std::string& id : {a, b, c}) {
+    EXPECT_EQ(store_->ListEvents(id, 0, 10)->size(), 1u) << id;
+    auto job = store_->GetJob(id);
+    EXPECT_EQ(job->state(), v1::JOB_STATE_SUCCEEDED) << id;
+    EXPECT_EQ(job->result().val_bpb_post_quant(), 1.5) << id;
+  }
+  EXPECT_EQ(store_->BestJobs("", 10)->size(), 3u);
+
+  // The counter survives a restart as it was; once d has ended, a pass drops its logs.
+  store_ = OpenBounded(dir_ / "caddie.db", 300);
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->LogBytesHeld(), 350);
+  EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
+  Succeed(*store_, d, td, 6000);
+  auto trimmed = store_->TrimLogs();
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(trimmed->dropped_bytes, 350);
+  EXPECT_EQ(trimmed->streams, 1);
+  EXPECT_EQ(trimmed->held_bytes, 0);
+  EXPECT_EQ(store_->LogBytesHeld(), 0);
+  EXPECT_EQ(store_->ListEvents(d, 0, 10)->size(), 1u);
+}
+
+// A job retried after a crash keeps the crashed attempt's logs, read by its
+// number (0 = the current attempt); a queued or running job's earlier attempts
+// are not dropped by the bound.
+TEST_F(SqliteStoreTest, EarlierAttemptsKeepTheirLogsAndAreReadByNumber) {
+  store_ = OpenBounded(dir_ / "caddie.db", 50);
+  ASSERT_NE(store_, nullptr);
+  auto jobs = MakeSweep(1, /*gpus=*/0, /*max_attempts=*/2);
+  Register("w1", 0);
+  const std::string id = jobs[0].id();
+  const int64_t t1 = LeaseOne(*store_, 2000);
+  ASSERT_TRUE(store_->AppendLogs("w1", id, t1, {Chunk(0, "stderr", 0, "attempt 1: Segmentation fault\n")}).ok());
+  Completion crash{"w1", id, t1, v1::JOB_STATE_FAILED, v1::EXIT_REASON_CRASHED, "rank 0 crashed", {}, true};
+  auto done = store_->CompleteJob(crash, 2500, 3, 0);
+  ASSERT_TRUE(done.ok() && done->retried) << done.status();
+  EXPECT_EQ(store_->TrimLogs()->dropped_bytes, 0);  // queued for its retry: kept
+  const int64_t t2 = LeaseOne(*store_, 3000);
+  ASSERT_TRUE(store_->AppendLogs("w1", id, t2, {Chunk(0, "stderr", 0, "attempt 2 runs\n")}).ok());
+  EXPECT_EQ(store_->LogBytesHeld(), 30 + 15);
+
+  auto first = store_->ReadLogs(id, 1, 0, "stderr", 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->attempt, 1);
+  EXPECT_EQ(HeldText(*first), "attempt 1: Segmentation fault\n");
+  auto current = store_->ReadLogs(id, 0, 0, "stderr", 0);
+  EXPECT_EQ(current->attempt, 2);
+  EXPECT_EQ(HeldText(*current), "attempt 2 runs\n");
+  EXPECT_EQ(HeldText(*store_->ReadLogs(id, 2, 0, "stderr", 0)), "attempt 2 runs\n");
+  // An attempt that never ran holds nothing (the scheduler refuses it by name).
+  auto none = store_->ReadLogs(id, 3, 0, "stderr", 0);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->chunks.empty());
+  EXPECT_EQ(none->end_offset, 0);
+  // Events by attempt, the same way.
+  v1::Event e;
+  e.set_seq(1);
+  e.set_type("log");
+  e.set_json("{\"event\":\"log\",\"message\":\"second\"}");
+  ASSERT_TRUE(store_->AppendEvents("w1", id, t2, {e}, 3100).ok());
+  EXPECT_EQ(store_->TailEvents(id, 10, 0)->size(), 1u);
+  EXPECT_EQ(store_->TailEvents(id, 10, 2)->size(), 1u);
+  EXPECT_TRUE(store_->TailEvents(id, 10, 1)->empty());
+}
+
+// Open checks the counter of held log bytes against the streams: edited by
+// hand, it (and each job's count, which orders the drops) is set right.
+TEST_F(SqliteStoreTest, LogBytesCounterIsCheckedAgainstTheStreamsAtOpen) {
+  auto jobs = MakeSweep(2, /*gpus=*/0);
+  Register("w1", 0);
+  const int64_t t0 = LeaseOne(*store_, 2000), t1 = LeaseOne(*store_, 2000);
+  Report(*store_, jobs[0].id(), t0, 70);
+  Report(*store_, jobs[1].id(), t1, 30);
+  Succeed(*store_, jobs[0].id(), t0, 3000);
+  Succeed(*store_, jobs[1].id(), t1, 4000);
+  EXPECT_EQ(store_->LogBytesHeld(), 100);
+  Reopen();
+  EXPECT_EQ(store_->LogBytesHeld(), 100);
+  EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
+  store_.reset();
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "caddie.db").string().c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "UPDATE log_totals SET held_bytes = 12345; UPDATE jobs SET log_bytes = 0", nullptr,
+                           nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  store_ = OpenBounded(dir_ / "caddie.db", 50);
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->repaired_log_bytes_counter(), std::optional<int64_t>(12345));
+  EXPECT_EQ(store_->LogBytesHeld(), 100);
+  // The jobs' counts were set right too: the bound finds the first job's logs.
+  auto trimmed = store_->TrimLogs();
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(trimmed->dropped_bytes, 70);
+  EXPECT_TRUE(store_->ReadLogs(jobs[0].id(), 0, 0, "stderr", 0)->dropped_by_retention);
+  EXPECT_FALSE(store_->ReadLogs(jobs[1].id(), 0, 0, "stderr", 0)->dropped_by_retention);
+  EXPECT_EQ(store_->LogBytesHeld(), 30);
+  store_ = OpenBounded(dir_ / "caddie.db", 50);
+  EXPECT_EQ(store_->LogBytesHeld(), 30);
+  EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
 }
 
 TEST_F(SqliteStoreTest, BadPathIsInvalidArgument) {

@@ -84,14 +84,23 @@ struct AppendOutcome {
 struct LogAppendOutcome {
   int64_t inserted_bytes = 0;      // bytes stored (replayed or overlapping bytes are not)
   int64_t dropped_bytes = 0;       // oldest bytes dropped to keep each stream within its cap
+  int64_t retention_dropped_bytes = 0;  // bytes of ended jobs' logs dropped by the total bound
 };
 
-// What the store holds of one stream of one rank's log (current attempt).
+// What the store holds of one stream of one rank's log in one attempt.
 struct LogRead {
-  int32_t attempt = 0;
+  int32_t attempt = 0;             // the attempt read (0: the job has not been leased yet)
   std::vector<v1::LogChunk> chunks;  // those ending after the asked offset, in offset order
   int64_t held_from = 0;           // first offset held (= end_offset when none is)
   int64_t end_offset = 0;          // one past the last byte received (0: none yet)
+  bool dropped_by_retention = false;  // every byte went to the bound on all log bytes (TrimLogs)
+};
+
+// What one TrimLogs pass dropped.
+struct LogTrimOutcome {
+  int64_t dropped_bytes = 0;
+  int32_t streams = 0;             // streams emptied
+  int64_t held_bytes = 0;          // log bytes held after the pass
 };
 
 // Completion request as the store sees it.
@@ -173,17 +182,28 @@ class Store {
   // nothing). Idempotent on (job, attempt, rank, stream, offset): bytes at
   // offsets already received are ignored, so a replayed or overlapping chunk
   // adds nothing. Each stream keeps at most the implementation's cap of bytes,
-  // dropping its oldest. InvalidArgument (naming the value) for a stream other
+  // dropping its oldest; then, in the same transaction, TrimLogs' bounded pass
+  // runs when all stored log bytes are over the implementation's total bound.
+  // InvalidArgument (naming the value) for a stream other
   // than stdout/stderr, rank 0's stdout (the events), a rank outside the job's
   // ranks, a negative offset or an attempt (non-zero) other than the lease's.
   virtual absl::StatusOr<LogAppendOutcome> AppendLogs(const std::string& worker_id, const std::string& job_id,
                                                       int64_t fencing_token,
                                                       const std::vector<v1::LogChunk>& chunks) = 0;
-  // The held bytes of `stream` of `rank` in the job's current attempt that end
-  // after `from_offset`. Nothing received yet: no chunks, offsets 0. NotFound
-  // for an unknown job.
-  virtual absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t rank, const std::string& stream,
-                                           int64_t from_offset) = 0;
+  // The held bytes of `stream` of `rank` in `attempt` of the job (0 = its
+  // current attempt) that end after `from_offset`. Nothing received yet (or
+  // no such attempt): no chunks, offsets 0. NotFound for an unknown job.
+  virtual absl::StatusOr<LogRead> ReadLogs(const std::string& job_id, int32_t attempt, int32_t rank,
+                                           const std::string& stream, int64_t from_offset) = 0;
+  // The bound on all stored log bytes: while they are over the implementation's
+  // total, drops whole streams (every attempt, every rank) of the jobs that
+  // ended longest ago first, never of a job still queued, leased or running,
+  // never events or results; a dropped stream keeps its end offset and reads
+  // as dropped_by_retention. Bounded work per call (a few streams): later calls
+  // go on. Under the bound it reads no table.
+  virtual absl::StatusOr<LogTrimOutcome> TrimLogs() = 0;
+  // Log bytes held now, all jobs and attempts (a counter kept in each transaction).
+  virtual int64_t LogBytesHeld() = 0;
   // Ends a lease. Infra failures with attempts left requeue (avoiding this worker
   // for avoid_ms); budget outcomes never do. Counts the worker's infra failure
   // streak; drains it at drain_after (0 = never).
@@ -212,8 +232,8 @@ class Store {
   // --- events and results ---
   virtual absl::StatusOr<std::vector<v1::Event>> ListEvents(const std::string& job_id, int64_t after_seq,
                                                             int limit) = 0;
-  // The last `n` events of the job's latest attempt, oldest first.
-  virtual absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n) = 0;
+  // The last `n` events of `attempt` of the job (0 = its latest), oldest first.
+  virtual absl::StatusOr<std::vector<v1::Event>> TailEvents(const std::string& job_id, int n, int32_t attempt) = 0;
   virtual absl::StatusOr<std::vector<ValPoint>> SweepValPoints(const std::string& sweep_id) = 0;
   // SUCCEEDED jobs with a within-budget result, best val_bpb_post_quant first.
   virtual absl::StatusOr<std::vector<v1::Job>> BestJobs(const std::string& sweep_id, int limit) = 0;
