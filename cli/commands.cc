@@ -166,6 +166,7 @@ struct ListArgs {
   std::string reason;
   int rank = 0;                  // logs
   std::string stream = log_streams::kStdout;  // logs
+  int attempt = 0;               // logs: 0 = the current attempt
 };
 
 void RunSweeps(const GlobalOptions& g, const ListArgs& a) {
@@ -322,18 +323,30 @@ std::string FormatLogLine(const std::string& event_json, bool as_json) {
 }
 
 // A rank's stderr, or the stdout of a rank > 0: the log file as the controller
-// holds it (it keeps the newest --log-bytes-per-stream bytes of each). Lines
+// holds it (it keeps the newest --log-bytes-per-stream bytes of each, and drops
+// the logs of the jobs that ended longest ago past --log-bytes-total). Lines
 // carry no time of their own (ts null in --json). With -f, polls for new bytes
-// from where the last answer ended until the job has ended and all is printed.
+// from where the last answer ended until the job has ended and all is printed;
+// following the current attempt, it finishes a crashed attempt's file before
+// going on to the retry's. With --attempt N, -f ends when N does.
 void RunStreamLogs(const GlobalOptions& g, const ListArgs& a, Client& client) {
   v1::GetJobLogsRequest req;
   req.set_job_id(a.id);
   req.set_rank(a.rank);
   req.set_stream(a.stream);
   req.set_tail_lines(a.tail);
+  req.set_attempt(a.attempt);
   std::string partial;  // a line not finished yet (-f): printed once it is, or at the end
   auto print = [&](const v1::GetJobLogsResponse& r) {
-    if (r.dropped_bytes() > 0) {
+    if (r.dropped_by_retention()) {
+      std::fprintf(stderr, "%s\n",
+                   ErrStyle(g)
+                       .Dim(absl::StrCat("(rank ", a.rank, " ", a.stream, " of attempt ", r.attempt(), ", ",
+                                         r.dropped_bytes(), " bytes, was dropped by the controller's retention "
+                                         "bound, --log-bytes-total: past it the logs of the jobs that ended "
+                                         "longest ago go first; the job's events and result are kept)"))
+                       .c_str());
+    } else if (r.dropped_bytes() > 0) {
       std::fprintf(stderr, "%s\n",
                    ErrStyle(g)
                        .Dim(absl::StrCat("(", r.dropped_bytes(), " earlier bytes of rank ", a.rank, " ", a.stream,
@@ -373,15 +386,22 @@ void RunStreamLogs(const GlobalOptions& g, const ListArgs& a, Client& client) {
   }
   int32_t attempt = 0;
   for (bool ended = false;;) {
-    // Whether the job had ended is read before the bytes: its worker sends a
-    // rank's last bytes before the job's outcome, so that read is the last one needed.
+    // Whether the job (or the attempt asked for) had ended is read before the
+    // bytes: its worker sends a rank's last bytes before the attempt's outcome,
+    // so that read is the last one needed.
     auto job = client.GetJob(a.id);
     check(job.status());
-    ended = IsTerminal(job->state());
+    ended = IsTerminal(job->state()) || (a.attempt != 0 && job->attempt() > a.attempt);
     auto r = client.GetJobLogs(req);
     check(r.status());
     if (attempt != 0 && r->attempt() != attempt) {
-      // A retry: its files start again at offset 0.
+      // A retry: the earlier attempt has its outcome, so its file is complete.
+      // Print the rest of it, then the retry's from offset 0.
+      v1::GetJobLogsRequest rest = req;
+      rest.set_attempt(attempt);
+      auto last = client.GetJobLogs(rest);
+      check(last.status());
+      print(*last);
       flush_partial();
       std::fprintf(stderr, "%s\n",
                    ErrStyle(g).Dim(absl::StrCat("(attempt ", r->attempt(), " of the job: its output follows)")).c_str());
@@ -404,10 +424,16 @@ void RunLogs(const GlobalOptions& g, const ListArgs& a) {
     RunStreamLogs(g, a, *client);
     return;
   }
+  if (a.follow && a.attempt != 0) {
+    Fail(absl::InvalidArgumentError(
+        "--attempt with -f applies to a rank's log files (--stream stderr, or stdout of a rank > 0); rank 0's "
+        "events of an earlier attempt: leave out -f"));
+  }
   if (!a.follow) {
     v1::GetJobLogsRequest req;
     req.set_job_id(a.id);
     req.set_tail_lines(a.tail);
+    req.set_attempt(a.attempt);
     auto r = OrFail(client->GetJobLogs(req));
     for (absl::string_view line : absl::StrSplit(r.text(), '\n', absl::SkipEmpty())) {
       Print(FormatLogLine(std::string(line), a.json));
@@ -573,8 +599,8 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
   watch->callback([&g, la] { RunWatch(g, *la); });
 
   CLI::App* logs = app.add_subcommand(
-      "logs", "A job's trainer output, current attempt: rank 0's stdout (its events and log lines) by default, "
-              "or any rank's stderr / stdout, also after its worker is gone");
+      "logs", "A job's trainer output, current attempt unless --attempt: rank 0's stdout (its events and log "
+              "lines) by default, or any rank's stderr / stdout, also after its worker is gone");
   logs->add_option("JOB", la->id, "Job id")->required();
   logs->add_flag("-f,--follow", la->follow, "Keep printing new lines until the job ends");
   logs->add_option("--tail", la->tail, "Only the last N lines (0 = the controller's default, 100)")
@@ -587,6 +613,11 @@ void RegisterCommands(CLI::App& app, GlobalOptions& g) {
                    "stdout or stderr; rank 0's stdout is the events, the others are the rank's log files "
                    "(the controller keeps the newest bytes of each)")
       ->check(CLI::IsMember({log_streams::kStdout, log_streams::kStderr}))
+      ->capture_default_str();
+  logs->add_option("--attempt", la->attempt,
+                   "Which attempt's output (1 .. the job's attempt; 0 = the current one), e.g. the crashed "
+                   "attempt of a retried job")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   logs->add_flag("--json", la->json, "One JSON object per line: ts (unix seconds; null for log files), rank, stream, line");
   logs->callback([&g, la] { RunLogs(g, *la); });

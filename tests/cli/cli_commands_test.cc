@@ -540,6 +540,88 @@ TEST(CliClusterTest, LogsSayHowManyOlderBytesTheControllerDropped) {
   EXPECT_EQ(r.err, "");
 }
 
+// A 2-rank job whose rank 1 crashes in its first attempt (the fake trainer's
+// crash_attempt) and is retried on the same worker (--retry-avoid 0): `caddie
+// logs -f --rank 1 --stream stderr`, started before the job runs, prints the
+// crashed attempt's file to its end, then the retry's, and returns when the job
+// has ended. --attempt N reads one attempt; beyond the job's attempts it names it.
+TEST(CliClusterTest, LogsFollowARanksStderrAcrossARetryAndReadTheCrashedAttempt) {
+  LocalCluster c(R"({"steps": 20, "step_ms": 100, "crash_at_step": 10, "crash_rank": 1, "crash_attempt": 1})", true,
+                 "", 0, {"--retry-avoid", "0"}, {"--gpus", "2"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string job = SubmitOneJob(c, "retried", 2);
+  ASSERT_FALSE(job.empty());
+  // The first attempt runs for a second before the crash: -f starts well before it ends.
+  RunResult r = c.Caddie({"logs", job, "-f", "--rank", "1", "--stream", "stderr"}, std::chrono::seconds(90));
+  ASSERT_EQ(r.code, 0) << r.out << r.err << c.WorkerLog();
+  const json ended = json::parse(c.Caddie({"job", job, "--json"}).out);
+  EXPECT_EQ(ended["state"], "JOB_STATE_SUCCEEDED") << ended.dump();
+  EXPECT_EQ(ended["attempt"], 2) << ended.dump();
+  std::vector<std::string> crashed = StepLines(1, 1, 10);
+  crashed.push_back("fake-train rank 1: crashing at step 10");
+  std::vector<std::string> both = crashed;
+  for (const std::string& l : StepLines(1, 1, 20)) both.push_back(l);
+  EXPECT_EQ(Lines(r.out), both) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("(attempt 2 of the job: its output follows)"));
+
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--attempt", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), crashed);
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--attempt", "1", "-f"});  // ended: returns
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), crashed);
+  for (const char* current : {"0", "2"}) {
+    r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--attempt", current});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(Lines(r.out), StepLines(1, 1, 20)) << current;
+  }
+  // Rank 0's events of the crashed attempt: its steps, no `final`.
+  r = c.Caddie({"logs", job, "--attempt", "1", "--tail", "1000"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  ASSERT_FALSE(Lines(r.out).empty());
+  for (const std::string& l : Lines(r.out)) EXPECT_NE(json::parse(l).value("event", ""), "final") << l;
+  r = c.Caddie({"logs", job, "--rank", "1", "--stream", "stderr", "--attempt", "3"});
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("attempt 3 is out of range: job " + job + " has 2 attempt(s), 1..2"));
+  r = c.Caddie({"logs", job, "--attempt", "1", "-f"});
+  EXPECT_EQ(r.code, 2) << r.out << r.err;
+  EXPECT_THAT(r.err, HasSubstr("--attempt with -f applies to a rank's log files"));
+}
+
+// --log-bytes-total 300 with 200 bytes kept per stream: once a later job's
+// stderr puts the total over it, the logs of the job that ended first are
+// dropped; `caddie logs` says so on stderr, and the job's events and result stay.
+TEST(CliClusterTest, LogsSayWhenTheRetentionBoundDroppedAnEndedJobsLogs) {
+  LocalCluster c(R"({"steps": 40, "step_ms": 10})", true, "", 0,
+                 {"--log-bytes-per-stream", "200", "--log-bytes-total", "300"});
+  ASSERT_TRUE(c.ok()) << c.error();
+  const std::string first = SubmitOneJob(c, "first", 0);
+  ASSERT_FALSE(first.empty());
+  ASSERT_TRUE(WaitForJobState(c, first, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
+  RunResult r = c.Caddie({"logs", first, "--stream", "stderr", "--tail", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), StepLines(0, 40, 40));  // held until the next job's bytes
+  const std::string second = SubmitOneJob(c, "second", 0);
+  ASSERT_FALSE(second.empty());
+  ASSERT_TRUE(WaitForJobState(c, second, "JOB_STATE_SUCCEEDED", std::chrono::seconds(60))) << c.WorkerLog();
+
+  r = c.Caddie({"logs", first, "--stream", "stderr"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_THAT(r.err, HasSubstr("(rank 0 stderr of attempt 1, "));
+  EXPECT_THAT(r.err, HasSubstr("was dropped by the controller's retention bound, --log-bytes-total"));
+  r = c.Caddie({"logs", second, "--stream", "stderr", "--tail", "2"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out), StepLines(0, 39, 40));
+  // The first job's events and result are all there.
+  r = c.Caddie({"logs", first, "--tail", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["event"], "final") << r.out;
+  const json job = json::parse(c.Caddie({"job", first, "--json"}).out);
+  EXPECT_EQ(job["state"], "JOB_STATE_SUCCEEDED");
+  EXPECT_TRUE(job.contains("result")) << job.dump();
+}
+
 // `caddie workers drain` takes the worker out of service while its running job
 // finishes; the next job waits, saying why, until `caddie workers undrain`.
 TEST(CliClusterTest, WorkersDrainAndUndrainByHand) {

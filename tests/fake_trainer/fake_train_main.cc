@@ -9,6 +9,7 @@
 //   crash_at_step [0 = never]        exit with crash_exit_code [1] at that step,
 //   crash_rank [-1 = every rank]     ... on this rank only
 //   crash_signal [0]                 ... or raise this signal instead of exiting
+//   crash_attempt [0 = every one]    ... in this attempt only ($CADDIE_ATTEMPT; a retry then runs)
 //   ignore_sigterm [false]           SIGTERM is ignored (the worker must SIGKILL)
 //   silent [false]                   after `start`, emit nothing and hang
 //   silent_after_step [-1]           ... after this step
@@ -126,6 +127,8 @@ int main(int argc, char** argv) {
   const int crash_rank = plan.value("crash_rank", -1);
   const int crash_signal = plan.value("crash_signal", 0);
   const int crash_exit = plan.value("crash_exit_code", 1);
+  const int crash_attempt = plan.value("crash_attempt", 0);
+  const bool crash_now = crash_attempt == 0 || crash_attempt == std::atoi(EnvOr("CADDIE_ATTEMPT", "0").c_str());
   const bool silent = plan.value("silent", false);
   const long long silent_after = silent ? 0 : plan.value("silent_after_step", -1LL);
   const double eval_ms = plan.value("eval_ms", 0.0);
@@ -194,7 +197,7 @@ int main(int argc, char** argv) {
     SleepMs(step_ms);
     ++step;
     std::fprintf(stderr, "fake-train rank %d step %lld\n", rank, step);
-    if (crash_at > 0 && step == crash_at && (crash_rank < 0 || crash_rank == rank)) {
+    if (crash_now && crash_at > 0 && step == crash_at && (crash_rank < 0 || crash_rank == rank)) {
       std::fprintf(stderr, "fake-train rank %d: crashing at step %lld\n", rank, step);
       std::fflush(stderr);
       if (crash_signal > 0) raise(crash_signal);
