@@ -780,10 +780,13 @@ absl::Status Scheduler::Tick() {
   }
   // Over the bound on stored log bytes (e.g. lowered since the last start, or
   // held by jobs that have ended since): a bounded pass per tick.
-  ASSIGN_OR_RETURN(const LogTrimOutcome trimmed, store_->TrimLogs());
-  if (trimmed.dropped_bytes > 0) {
+  // A failure is logged, not returned: the gauges below are refreshed all the same.
+  auto trimmed = store_->TrimLogs();
+  if (!trimmed.ok()) {
+    spdlog::error("dropping old logs past --log-bytes-total: {}", trimmed.status().ToString());
+  } else if (trimmed->dropped_bytes > 0) {
     spdlog::info("{} log bytes of {} stream(s) of the jobs that ended longest ago dropped (--log-bytes-total)",
-                 trimmed.dropped_bytes, trimmed.streams);
+                 trimmed->dropped_bytes, trimmed->streams);
   }
   return RefreshPendingAndGauges();
 }
