@@ -445,6 +445,16 @@ TEST_F(SqliteStoreTest, EachStreamKeepsItsNewestBytesUpToTheCap) {
   EXPECT_EQ(r->end_offset, 42);
 }
 
+// Runs `sql` on the database file with a connection of its own (the store closed).
+void ExecRaw(const fs::path& db_path, const char* sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(db_path.string().c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "") << " in " << sql;
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
 // A store whose streams keep at most 1000 bytes each and `total` bytes in all.
 std::unique_ptr<SqliteStore> OpenBounded(const fs::path& db, int64_t total) {
   SqliteStore::Options o;
@@ -612,14 +622,7 @@ TEST_F(SqliteStoreTest, LogBytesCounterIsCheckedAgainstTheStreamsAtOpen) {
   EXPECT_EQ(store_->LogBytesHeld(), 100);
   EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
   store_.reset();
-  {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open((dir_ / "caddie.db").string().c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "UPDATE log_totals SET held_bytes = 12345; UPDATE jobs SET log_bytes = 0", nullptr,
-                           nullptr, nullptr),
-              SQLITE_OK);
-    sqlite3_close(db);
-  }
+  ExecRaw(dir_ / "caddie.db", "UPDATE log_totals SET held_bytes = 12345; UPDATE jobs SET log_bytes = 0");
   store_ = OpenBounded(dir_ / "caddie.db", 50);
   ASSERT_NE(store_, nullptr);
   EXPECT_EQ(store_->repaired_log_bytes_counter(), std::optional<int64_t>(12345));
@@ -634,6 +637,55 @@ TEST_F(SqliteStoreTest, LogBytesCounterIsCheckedAgainstTheStreamsAtOpen) {
   store_ = OpenBounded(dir_ / "caddie.db", 50);
   EXPECT_EQ(store_->LogBytesHeld(), 30);
   EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
+}
+
+// A database of schema 5 holding logs: migration 6 fills in the counter row
+// and each job's count (no repair needed at open), so the bound finds them.
+TEST_F(SqliteStoreTest, MigrationSixCountsTheLogsAnOlderDatabaseHolds) {
+  auto jobs = MakeSweep(2, /*gpus=*/0);
+  Register("w1", 0);
+  const int64_t t0 = LeaseOne(*store_, 2000), t1 = LeaseOne(*store_, 2000);
+  Report(*store_, jobs[0].id(), t0, 40);
+  Report(*store_, jobs[1].id(), t1, 25);
+  Succeed(*store_, jobs[1].id(), t1, 3000);  // ends first
+  Succeed(*store_, jobs[0].id(), t0, 4000);
+  store_.reset();
+  // Back to schema 5: what migration 6 added, gone.
+  ExecRaw(dir_ / "caddie.db",
+          "DROP INDEX jobs_logs_ended; DROP TABLE log_totals; ALTER TABLE jobs DROP COLUMN log_bytes; "
+          "ALTER TABLE log_streams DROP COLUMN retention_dropped; DELETE FROM schema_migrations WHERE version = 6");
+  store_ = OpenBounded(dir_ / "caddie.db", 50);
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(store_->schema_version(), 6);
+  EXPECT_FALSE(store_->repaired_log_bytes_counter().has_value());
+  EXPECT_EQ(store_->LogBytesHeld(), 65);
+  auto trimmed = store_->TrimLogs();
+  ASSERT_TRUE(trimmed.ok()) << trimmed.status();
+  EXPECT_EQ(trimmed->dropped_bytes, 25);  // the job that ended first
+  EXPECT_TRUE(store_->ReadLogs(jobs[1].id(), 0, 0, "stderr", 0)->dropped_by_retention);
+  EXPECT_EQ(HeldText(*store_->ReadLogs(jobs[0].id(), 0, 0, "stderr", 0)), std::string(40, 'x'));
+}
+
+// The pass that picks the job that ended longest ago reads the partial index
+// of ended jobs holding logs, not every ended job (a 10,000-job sweep).
+TEST_F(SqliteStoreTest, RetentionFindsTheOldestEndedJobThroughItsIndex) {
+  store_.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "caddie.db").string().c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "EXPLAIN QUERY PLAN SELECT id FROM jobs WHERE log_bytes > 0 AND finished_ms > 0 AND "
+                               "+state IN (4, 5, 6, 7) ORDER BY finished_ms, seq LIMIT 1",
+                               -1, &q, nullptr),
+            SQLITE_OK);
+  std::string plan;
+  while (sqlite3_step(q) == SQLITE_ROW) {
+    plan += std::string(reinterpret_cast<const char*>(sqlite3_column_text(q, 3))) + "\n";
+  }
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  EXPECT_TRUE(absl::StrContains(plan, "USING INDEX jobs_logs_ended")) << plan;
+  EXPECT_FALSE(absl::StrContains(plan, "TEMP B-TREE")) << plan;
 }
 
 TEST_F(SqliteStoreTest, BadPathIsInvalidArgument) {
