@@ -8,22 +8,13 @@
 # usage: bash scripts/device-nccl-check.sh   (NCCL_DATA=.device/h/sp1024, NCCL_ITERS=30)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/caddie-nccl-out}
-W=/tmp/caddie-nccl
-rm -rf "$W"; mkdir -p "$W" "$OUT"
-trap 'tar czf "$OUT/nccl.tgz" -C "$W" . 2>/dev/null' EXIT
+source scripts/device-lib.sh
+device_workdir nccl
 DATA=$(readlink -f "${NCCL_DATA:-.device/h/sp1024}")
 ITERS=${NCCL_ITERS:-30}
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-PY=/opt/torch/.venv/bin/python
 GPUS=$(nvidia-smi --query-gpu=name --format=csv,noheader | wc -l)
 echo "device: $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $GPUS; data $DATA; $ITERS steps"
-
-t=$(date +%s)
-BIN=$(bash scripts/device-build.sh build-gpu 2>"$W/build.log" | tail -1)
-if [[ ! -x "$BIN" ]]; then tail -40 "$W/build.log"; echo "BUILD FAILED"; exit 1; fi
-echo "build: $(( $(date +%s) - t )) s"
-export LD_LIBRARY_PATH="$($PY -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))'):$($PY -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.__path__)[0],"lib"))'):${LD_LIBRARY_PATH:-}"
+device_build
 
 spec() {  # spec FILE grad_accum
   $PY - "$1" "$2" "$DATA" "$ITERS" <<'PYEOF'
