@@ -5,6 +5,8 @@
 #                              equal 30 minutes of a 1000-worker fleet (one per 5 s each),
 #                              running one-minute jobs, compressed 10x (a heartbeat per 0.5 s
 #                              each, jobs of 6 s), at most 570 s
+#   scripts/load.sh --soak-real  the same soak uncompressed: a heartbeat per 5 s each, one-minute
+#                              jobs, 30 minutes of wall time (at most 1860 s)
 # Extra flags go to caddie-load (--seconds, --workers, --jobs, --threads, ...).
 # BUILD_DIR picks the build tree (default build/release, configured if missing).
 set -euo pipefail
@@ -19,6 +21,9 @@ args=(--controller "$BUILD_DIR/controller/caddie-controller" --dir "$DIR" --work
 if [ "${1:-}" = "--soak" ]; then
   shift
   args+=(--soak --heartbeat 0.5 --job-seconds 6 --fleet-minutes 30 --seconds 570 --sample 15)
+elif [ "${1:-}" = "--soak-real" ]; then
+  shift
+  args+=(--soak --heartbeat 5 --job-seconds 60 --fleet-minutes 30 --seconds 1860 --sample 60)
 else
   args+=(--seconds 60 --sample 10)
 fi
