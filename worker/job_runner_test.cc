@@ -3,7 +3,6 @@
 #include <signal.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -25,8 +24,6 @@ json ReadJson(const fs::path& p) {
   std::ifstream in(p);
   return json::parse(in, nullptr, false);
 }
-
-bool ProcessGone(long long pid) { return kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH; }
 
 class JobRunnerTest : public testing::Test {
  protected:
@@ -84,7 +81,9 @@ class JobRunnerTest : public testing::Test {
     for (int r = 0; r < ranks; ++r) {
       json me = ReadJson(run_dir_ / ("fake_rank" + std::to_string(r) + ".json"));
       ASSERT_TRUE(me.is_object()) << "rank " << r;
-      EXPECT_TRUE(ProcessGone(me["pid"].get<long long>())) << "rank " << r << " survived";
+      // Run() has reaped its ranks: gone now, no waiting.
+      EXPECT_TRUE(testing_support::ProcessGone(me["pid"].get<pid_t>(), std::chrono::milliseconds(0)))
+          << "rank " << r << " survived";
     }
   }
 
